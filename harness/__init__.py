@@ -1,0 +1,33 @@
+"""A benchmark and evaluation harness for deep-learning techniques.
+
+Suites declare comparable variants of a technique; the harness measures their speed, memory
+and quality on the CPU or a GPU, stores every record, and renders comparison tables.
+"""
+
+from .suite import (
+    HIGHER,
+    LOWER,
+    Metric,
+    Profile,
+    Skip,
+    Suite,
+    SuiteDefinitionError,
+    Timing,
+    Workload,
+    variant,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "HIGHER",
+    "LOWER",
+    "Metric",
+    "Profile",
+    "Skip",
+    "Suite",
+    "SuiteDefinitionError",
+    "Timing",
+    "Workload",
+    "variant",
+]

@@ -1,0 +1,107 @@
+"""Fingerprint of where a run happened: git, host, CPU, threads, Python, torch, CUDA, GPU."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from .measure.telemetry import gpu_state
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_info(cwd: Path = PROJECT_ROOT) -> dict[str, Any]:
+    commit = _git("rev-parse", "HEAD", cwd=cwd)
+    if commit is None:
+        return {"commit": None, "dirty": None, "branch": None}
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    return {
+        "commit": commit,
+        "dirty": bool(status),
+        "branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=cwd),
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when a GPU is visible, else 'cpu'. Validates the name."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return "cpu"
+    if device == "cuda" or device.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} was asked for, but no CUDA device is available")
+        return device
+    raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)")
+
+
+def fingerprint(device: str = "cpu") -> dict[str, Any]:
+    """Everything needed to say where numbers were measured."""
+    import torch
+
+    env: dict[str, Any] = {
+        "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git": git_info(),
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "device": device,
+        "device_name": "cpu",
+    }
+    for pkg in ("torchvision", "numpy", "pandas", "diffusers", "torch_fidelity", "pycocotools"):
+        try:
+            mod = __import__(pkg)
+            env[f"{pkg}_version"] = getattr(mod, "__version__", None)
+        except Exception:
+            env[f"{pkg}_version"] = None
+    if device.startswith("cuda"):
+        dev = torch.device(device)
+        idx = dev.index if dev.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(idx)
+        env.update(
+            {
+                "device_name": props.name,
+                "gpu_name": props.name,
+                "gpu_memory_bytes": props.total_memory,
+                "gpu_capability": f"{props.major}.{props.minor}",
+                "gpu_sm_count": props.multi_processor_count,
+                "gpu": gpu_state(idx),
+            }
+        )
+        env["driver"] = env["gpu"].get("driver")
+    else:
+        env["device_name"] = env["cpu"]
+    return env

@@ -1,0 +1,171 @@
+"""From suites, a profile and filters to the list of Cases to run."""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .registry import suggest
+from .suite import Suite, Timing
+
+
+class PlanError(Exception):
+    """A profile, param or filter given by the user does not fit the suite."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One (suite, variant, params, device) point."""
+
+    suite: str
+    variant: str
+    params: tuple[tuple[str, Any], ...]
+    device: str
+    grid_params: tuple[str, ...] = ()
+    timing: Timing = field(default_factory=Timing)
+
+    @property
+    def params_dict(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    @property
+    def setup_key(self) -> tuple:
+        """Cases with the same key share one ``prepare`` result (same suite grid point)."""
+        return (self.suite, self.device, tuple((k, v) for k, v in self.params if k in self.grid_params))
+
+    def label(self) -> str:
+        ps = " ".join(f"{k}={v}" for k, v in self.params)
+        return f"{self.suite}/{self.variant} {ps}".strip()
+
+
+def parse_value(text: str, like: list) -> Any:
+    """Parse a command-line value to the type of the declared values ``like``."""
+    sample = like[0] if like else text
+    if isinstance(sample, bool):
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{text!r} is not a boolean (use true or false)")
+    if isinstance(sample, int):
+        return int(text)
+    if isinstance(sample, float):
+        return float(text)
+    return text
+
+
+def parse_param_overrides(items: list[str] | None) -> dict[str, list[str]]:
+    """``["seq_len=128,256", "causal=true"]`` -> {"seq_len": ["128", "256"], ...}."""
+    out: dict[str, list[str]] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise PlanError(f"--param {item!r}: expected NAME=V1,V2")
+        name, _, vals = item.partition("=")
+        name = name.strip()
+        values = [v.strip() for v in vals.split(",") if v.strip()]
+        if not name or not values:
+            raise PlanError(f"--param {item!r}: expected NAME=V1,V2")
+        out.setdefault(name, []).extend(values)
+    return out
+
+
+def _grid(axes: dict[str, tuple]) -> list[dict[str, Any]]:
+    names = list(axes)
+    return [dict(zip(names, combo)) for combo in itertools.product(*(axes[n] for n in names))]
+
+
+def plan_suite(
+    cls: type[Suite],
+    profile: str,
+    device: str,
+    pattern: str | None = None,
+    overrides: dict[str, list[str]] | None = None,
+) -> list[Case]:
+    """Cases of one suite for a profile, filtered by a -k pattern and --param overrides."""
+    name = cls.suite_name()
+    try:
+        prof = cls.profile(profile)
+    except KeyError:
+        raise PlanError(f"suite {name!r} has no profile {profile!r}{suggest(profile, cls.profile_names())}") from None
+    variants = cls.variants()
+    grid_axes = {k: tuple(v) for k, v in cls.grid.items()}
+    for k, v in prof.grid.items():
+        if k in grid_axes:
+            grid_axes[k] = tuple(v)
+    known = cls.all_param_names()
+    overrides = overrides or {}
+    parsed: dict[str, tuple] = {}
+    for k, texts in overrides.items():
+        if k not in known:
+            continue  # checked across all suites by the caller
+        declared = list(cls.grid.get(k) or next(s.params[k] for s in variants.values() if k in s.params))
+        try:
+            parsed[k] = tuple(parse_value(t, declared) for t in texts)
+        except ValueError as exc:
+            raise PlanError(f"--param {k}: malformed value for suite {name!r}: {exc}") from None
+    for k, v in parsed.items():
+        if k in grid_axes:
+            grid_axes[k] = v
+    timing = prof.timing or cls.timing
+    chosen = list(prof.variants) if prof.variants is not None else list(variants)
+    cases: list[Case] = []
+    for point in _grid(grid_axes):
+        for vname in chosen:
+            spec = variants[vname]
+            vaxes = {k: tuple(v) for k, v in spec.params.items()}
+            for k in vaxes:
+                if k in prof.grid:
+                    vaxes[k] = tuple(prof.grid[k])
+                if k in parsed:
+                    vaxes[k] = parsed[k]
+            for vpoint in _grid(vaxes):
+                params = {**point, **vpoint}
+                case = Case(
+                    suite=name,
+                    variant=vname,
+                    params=tuple(params.items()),
+                    device=device,
+                    grid_params=tuple(point),
+                    timing=timing,
+                )
+                if pattern and not matches(case, pattern):
+                    continue
+                cases.append(case)
+    return cases
+
+
+def matches(case: Case, pattern: str) -> bool:
+    """-k semantics: a glob or substring over 'suite/variant k=v ...'; ' and '/' or '/'not ' work."""
+    expr = pattern.strip()
+    for alt in expr.split(" or "):
+        terms = [t.strip() for t in alt.split(" and ")]
+        if all(_term(case, t) for t in terms if t):
+            return True
+    return False
+
+
+def _term(case: Case, term: str) -> bool:
+    if term.startswith("not "):
+        return not _term(case, term[4:].strip())
+    hay = case.label()
+    if any(c in term for c in "*?["):
+        return fnmatch.fnmatch(hay, f"*{term}*")
+    return term in hay or term == case.variant
+
+
+def check_overrides(suites: list[type[Suite]], overrides: dict[str, list[str]]) -> None:
+    """Every overridden param must exist in at least one of the selected suites."""
+    known: set[str] = set()
+    for cls in suites:
+        known.update(cls.all_param_names())
+    for k in overrides:
+        if k not in known:
+            raise PlanError(f"unknown param {k!r}{suggest(k, sorted(known))}")
+
+
+def params_key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)

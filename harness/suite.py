@@ -1,0 +1,352 @@
+"""Declaring suites: the Suite base class, @variant, metrics, profiles and timing settings.
+
+A suite is a question ("which attention variant?") written as data plus a few small
+functions: a params grid, named profiles that pick sub-grids, a seeded ``prepare`` that builds
+the inputs shared by every variant at one grid point, the variants themselves, the reference
+variant that tables compare against, and the quality metrics the suite computes.
+
+The engine measures speed, memory and FLOPs itself; a suite only says *what* to run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+LOWER = "lower"
+HIGHER = "higher"
+PROFILE_NAMES = ("quick", "default", "nightly")
+
+
+class Skip(Exception):
+    """Raised by a variant or setup to say this case cannot run here (becomes status ``skipped``)."""
+
+
+class SuiteDefinitionError(Exception):
+    """A suite class is declared inconsistently (unknown param in a profile, duplicate variant...)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A named quantity with its unit and the direction that is better."""
+
+    name: str
+    unit: str
+    better: str = LOWER
+    description: str = ""
+    ratio: bool = True  # whether tables show the ratio to the reference variant
+
+    def __post_init__(self) -> None:
+        if self.better not in (LOWER, HIGHER):
+            raise SuiteDefinitionError(
+                f"metric {self.name!r}: better must be 'lower' or 'higher', not {self.better!r}"
+            )
+
+
+# Metrics the engine itself measures for every case that returns a Workload.
+LATENCY = Metric("latency", "ms", LOWER, "median time of one call of the operation")
+PEAK_MEMORY = Metric("peak_memory", "MiB", LOWER, "peak tensor memory during the operation, above what was allocated before")
+TFLOPS = Metric("tflops", "TFLOP/s", HIGHER, "achieved floating-point rate")
+THROUGHPUT = Metric("throughput", "items/s", HIGHER, "items processed per second")
+ENGINE_METRICS = {m.name: m for m in (LATENCY, PEAK_MEMORY, TFLOPS, THROUGHPUT)}
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How the engine times an operation.
+
+    Repetition stops when the distribution-free 95% confidence interval of the median is
+    narrower than ``rel_spread`` of the median (after ``min_runs``), when ``budget_s`` of
+    measured time has passed, or at ``max_runs``.
+    """
+
+    warmup_s: float = 0.05
+    min_warmup: int = 1
+    budget_s: float = 1.0
+    min_runs: int = 5
+    max_runs: int = 10_000
+    rel_spread: float = 0.005
+    cold_cache: bool = False
+    cuda_graph: bool = False
+
+    def replace(self, **changes: Any) -> "Timing":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named sub-grid of a suite: overrides for some params, optionally a subset of variants."""
+
+    grid: Mapping[str, tuple] = field(default_factory=dict)
+    variants: tuple[str, ...] | None = None
+    timing: Timing | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "grid", {k: tuple(v) for k, v in dict(self.grid).items()})
+        if self.variants is not None:
+            object.__setattr__(self, "variants", tuple(self.variants))
+
+
+@dataclass
+class Workload:
+    """What a variant hands the engine for one case.
+
+    ``fn`` is the operation that is timed; building it (and everything captured by it) is not.
+    ``flops`` is the floating-point work of one call (None: counted with FlopCounterMode,
+    0 or negative: not reported). ``items`` is how many items one call processes (images,
+    samples, tokens) for the throughput metric. ``output`` (a callable) returns what quality
+    metrics look at; by default the result of one extra, untimed call of ``fn``.
+    ``metrics`` are extra metric values the variant already knows (e.g. network evaluations).
+    """
+
+    fn: Callable[[], Any]
+    flops: float | None = None
+    items: float | None = None
+    items_unit: str = "items/s"
+    output: Callable[[], Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    timing: Timing | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One declared variant: the method that builds its Workload and what it needs."""
+
+    name: str
+    method_name: str
+    requires: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    params: Mapping[str, tuple] = field(default_factory=dict)
+    description: str = ""
+
+    def unmet(self, device: str) -> str | None:
+        """The reason this variant cannot run on ``device``, or None."""
+        for req in self.requires:
+            reason = _requirement_unmet(req, device)
+            if reason:
+                return reason
+        for pkg in self.packages:
+            if importlib.util.find_spec(pkg) is None:
+                return f"needs the package {pkg!r}, which is not installed"
+        return None
+
+
+def _requirement_unmet(req: str, device: str) -> str | None:
+    import torch
+
+    if req == "cuda":
+        if not device.startswith("cuda"):
+            return "needs a CUDA device"
+        return None
+    if req.startswith("cuda>="):  # compute capability, e.g. cuda>=8.0
+        if not device.startswith("cuda"):
+            return "needs a CUDA device"
+        want = tuple(int(x) for x in req[len("cuda>="):].split("."))
+        have = torch.cuda.get_device_capability(torch.device(device))
+        if tuple(have) < want:
+            return f"needs compute capability {'.'.join(map(str, want))}, device has {have[0]}.{have[1]}"
+        return None
+    if req == "cpu":
+        return None if device == "cpu" else "runs on the CPU only"
+    if req.startswith("dtype:"):
+        name = req.split(":", 1)[1]
+        if name == "bfloat16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            return "the CUDA device does not support bfloat16"
+        return None
+    raise SuiteDefinitionError(f"unknown requirement {req!r}")
+
+
+def variant(
+    name: str | None = None,
+    *,
+    requires: tuple[str, ...] | list[str] = (),
+    packages: tuple[str, ...] | list[str] = (),
+    params: Mapping[str, list | tuple] | None = None,
+    description: str = "",
+) -> Callable:
+    """Mark a suite method as a variant.
+
+    The method takes ``(self, state, params)`` and returns a :class:`Workload`; it may raise
+    :class:`Skip`. ``requires`` names device needs (``cuda``, ``cuda>=8.0``, ``cpu``,
+    ``dtype:bfloat16``), ``packages`` optional importable packages; unmet ones skip the case
+    with the reason. ``params`` are variant-only axes (e.g. Performer's feature count).
+    """
+
+    def mark(fn: Callable) -> Callable:
+        fn.__harness_variant__ = dict(
+            name=name or fn.__name__,
+            requires=tuple(requires),
+            packages=tuple(packages),
+            params={k: tuple(v) for k, v in (params or {}).items()},
+            description=description or (inspect.getdoc(fn) or "").split("\n")[0],
+        )
+        return fn
+
+    return mark
+
+
+class Suite:
+    """Base class of every suite. Subclass it in a file under ``suites/`` (or anywhere).
+
+    Class attributes to set: ``name``, ``description``, ``grid`` (the params grid: param
+    name -> list of values), ``profiles`` (name -> :class:`Profile`; ``quick``, ``default`` and
+    ``nightly`` are expected), ``reference`` (the variant tables compare against), ``metrics``
+    (the suite's own quality metrics), ``timing`` (defaults for the engine's timer).
+    Methods: ``prepare(params, device)`` -> state shared by all variants at a grid point,
+    ``evaluate(state, params, variant, output)`` -> quality metric values, and variants.
+    """
+
+    name: str = ""
+    description: str = ""
+    grid: dict[str, list] = {}
+    profiles: dict[str, Profile] = {}
+    reference: str | None = None
+    metrics: list[Metric] = []
+    timing: Timing = Timing()
+    seed: int = 0  # seeds Python, NumPy and torch before prepare() and before each variant
+
+    # Filled in by __init_subclass__.
+    _variants: dict[str, VariantSpec] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        variants: dict[str, VariantSpec] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, value in vars(klass).items():
+                meta = getattr(value, "__harness_variant__", None)
+                if meta is None:
+                    continue
+                spec = VariantSpec(method_name=attr, **meta)
+                if spec.name in variants and variants[spec.name].method_name != attr:
+                    raise SuiteDefinitionError(f"suite {cls.__name__}: variant {spec.name!r} declared twice")
+                variants[spec.name] = spec
+        cls._variants = variants
+
+    # ----------------------------------------------------------------- introspection
+    @classmethod
+    def suite_name(cls) -> str:
+        return cls.name or cls.__name__.lower()
+
+    @classmethod
+    def variants(cls) -> dict[str, VariantSpec]:
+        return dict(cls._variants)
+
+    @classmethod
+    def metric_specs(cls) -> dict[str, Metric]:
+        out = dict(ENGINE_METRICS)
+        for m in cls.metrics:
+            out[m.name] = m
+        return out
+
+    @classmethod
+    def all_param_names(cls) -> list[str]:
+        names = list(cls.grid)
+        for spec in cls._variants.values():
+            for k in spec.params:
+                if k not in names:
+                    names.append(k)
+        return names
+
+    @classmethod
+    def validate(cls) -> None:
+        """Check the declaration; raises SuiteDefinitionError with a clear message."""
+        name = cls.suite_name()
+        if not cls._variants:
+            raise SuiteDefinitionError(f"suite {name!r} declares no variants")
+        if not isinstance(cls.grid, dict):
+            raise SuiteDefinitionError(f"suite {name!r}: grid must be a dict of param name -> list of values")
+        for k, vals in cls.grid.items():
+            if not isinstance(vals, (list, tuple)) or not vals:
+                raise SuiteDefinitionError(f"suite {name!r}: param {k!r} needs a non-empty list of values")
+        if cls.reference is not None and cls.reference not in cls._variants:
+            raise SuiteDefinitionError(f"suite {name!r}: reference {cls.reference!r} is not a variant")
+        known = set(cls.all_param_names())
+        for pname, prof in cls.profiles.items():
+            if not isinstance(prof, Profile):
+                raise SuiteDefinitionError(f"suite {name!r}: profile {pname!r} must be a Profile")
+            for k in prof.grid:
+                if k not in known:
+                    raise SuiteDefinitionError(f"suite {name!r}: profile {pname!r} sets unknown param {k!r}")
+            for v in prof.variants or ():
+                if v not in cls._variants:
+                    raise SuiteDefinitionError(f"suite {name!r}: profile {pname!r} names unknown variant {v!r}")
+
+    @classmethod
+    def profile(cls, name: str) -> Profile:
+        if name in cls.profiles:
+            return cls.profiles[name]
+        if name == "default":
+            return Profile()
+        raise KeyError(name)
+
+    @classmethod
+    def profile_names(cls) -> list[str]:
+        names = list(cls.profiles)
+        if "default" not in names:
+            names.insert(min(1, len(names)), "default")
+        return names
+
+    @classmethod
+    def spec_hash(cls) -> str:
+        """A hash of the workload's declaration and code: it changes when the workload does.
+
+        Built from the params grid, profiles, variants and the source of the suite's methods
+        with comments and docstrings removed, so editing a comment keeps the hash.
+        """
+        parts: dict[str, Any] = {
+            "name": cls.suite_name(),
+            "grid": {k: list(map(repr, v)) for k, v in cls.grid.items()},
+            "profiles": {
+                k: {"grid": {g: list(map(repr, v)) for g, v in p.grid.items()}, "variants": p.variants}
+                for k, p in cls.profiles.items()
+            },
+            "variants": {
+                n: {"requires": s.requires, "packages": s.packages, "params": {k: list(map(repr, v)) for k, v in s.params.items()}}
+                for n, s in cls._variants.items()
+            },
+            "code": _code_fingerprint(cls),
+        }
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    # ----------------------------------------------------------------- to override
+    def prepare(self, params: Mapping[str, Any], device: str) -> Any:
+        """Build the inputs shared by every variant at one grid point (seeded)."""
+        return None
+
+    def evaluate(self, state: Any, params: Mapping[str, Any], variant: str, output: Any) -> dict[str, float]:
+        """Quality metrics of one variant's output; an empty dict when none apply."""
+        return {}
+
+    def wants_output(self, variant: str) -> bool:
+        """Whether ``evaluate`` needs the operation's output for this variant."""
+        return type(self).evaluate is not Suite.evaluate
+
+
+def _code_fingerprint(cls: type) -> str:
+    """Source of the suite module with comments, docstrings and blank lines stripped."""
+    import ast
+
+    try:
+        module = inspect.getmodule(cls)
+        src = inspect.getsource(module) if module is not None else inspect.getsource(cls)
+    except (OSError, TypeError):
+        return ""
+    try:
+        tree = ast.parse(src)
+    except SyntaxError:
+        return src
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+            getattr(body[0], "value", None), ast.Constant
+        ) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)

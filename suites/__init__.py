@@ -1,0 +1,1 @@
+"""The project's suites: one file per suite, discovered automatically."""

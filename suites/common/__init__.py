@@ -1,0 +1,1 @@
+"""Models, datasets and helpers shared by more than one suite."""
