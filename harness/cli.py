@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from . import export as export_mod
-from .plan import PlanError, check_overrides, parse_param_overrides, plan_suite
+from .plan import PlanError, check_overrides, check_variants, parse_param_overrides, plan_suite
 from .registry import Registry, RegistryError, discover, suggest
 from .results import RUN_FILE, ENVIRONMENT_FILE, Record, RecordWriter, ResultsError, load_run, write_json
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="quick", help="quick, default or nightly (default: quick)")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     run.add_argument("-k", dest="pattern", help="only cases whose 'suite/variant k=v' label matches (substring or glob; and/or/not)")
+    run.add_argument("--variant", action="append", metavar="NAME[,NAME]", help="only these variants (repeatable)")
     run.add_argument("--param", action="append", metavar="NAME=V1,V2", help="override a param's values (repeatable)")
     run.add_argument("--isolate", action="store_true", help="run each case in a worker process")
     run.add_argument("--timeout", type=float, help="per-case time limit in seconds")
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--metric", help="only this metric")
     ex.add_argument("--suite", help="only this suite")
     ex.add_argument("--output", "-o", help="write to this file instead of stdout")
+    _add_history_commands(sub, run)
     return p
 
 
@@ -72,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
-        handler = {"list": cmd_list, "run": cmd_run, "export": cmd_export}[args.command]
+        handler = {"list": cmd_list, "run": cmd_run, "export": cmd_export, "baseline": cmd_baseline,
+                   "compare": cmd_compare, "report": cmd_report}[args.command]
         return handler(args)
     except (UsageError, RegistryError, PlanError, ResultsError) as exc:
         if debug:
@@ -178,6 +181,7 @@ def cmd_run(args) -> int:
     from .environment import fingerprint, resolve_device
     from .runner import run_cases
 
+    against = _load_against(args)  # a bad baseline name fails before anything runs
     reg, selected = resolve_targets(args.targets)
     if not args.targets:
         _warn_failures(reg)
@@ -193,13 +197,15 @@ def cmd_run(args) -> int:
         raise UsageError(str(exc)) from None
     overrides = parse_param_overrides(args.param)
     check_overrides(selected, overrides)
+    only = [v.strip() for item in args.variant or [] for v in item.split(",") if v.strip()]
+    check_variants(selected, only)
     cases = []
     for cls in selected:
         if args.profile not in cls.profile_names():
             raise PlanError(f"suite {cls.suite_name()!r} has no profile {args.profile!r}{suggest(args.profile, cls.profile_names())}")
-        cases += plan_suite(cls, args.profile, device, args.pattern, overrides)
+        cases += plan_suite(cls, args.profile, device, args.pattern, overrides, only)
     if not cases:
-        raise PlanError(f"no case matches -k {args.pattern!r}" if args.pattern else "the plan has no cases")
+        raise PlanError(f"no case matches -k {args.pattern!r}" if args.pattern else "no case matches the selection")
     run_id = default_run_id(device)
     out = Path(args.out) if args.out else Path("results") / run_id
     if out.exists() and any(out.iterdir()):
@@ -244,7 +250,10 @@ def cmd_run(args) -> int:
         print(export_mod.render(tables, args.format))
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     print(f"harness: {len(records)} cases ({summary}); run folder {out}", file=sys.stderr)
-    return EXIT_OK if not (reg.failures and not args.targets) else 1
+    code = EXIT_OK if not (reg.failures and not args.targets) else 1
+    if against is not None:
+        code = max(code, _compare_against(against, out, args))
+    return code
 
 
 def cmd_export(args) -> int:
@@ -271,6 +280,130 @@ def cmd_export(args) -> int:
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
+
+
+# --------------------------------------------------------------------------- history: baselines, compare, report
+def _add_compare_options(parser, with_format: bool = True) -> None:
+    parser.add_argument("--threshold", action="append", metavar="KIND=FRACTION",
+                        help="relative change that counts, per metric kind (time, rate, memory, quality); "
+                             "defaults time=0.05 rate=0.05 memory=0.05 quality=0.02 (repeatable)")
+    parser.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney U test (default 0.01)")
+    parser.add_argument("--quality-atol", type=float, default=1e-6, help="absolute change of a quality metric that counts as the same (default 1e-6)")
+    parser.add_argument("--force", action="store_true", help="compare results from different devices anyway")
+    parser.add_argument("--fail-on-missing", action="store_true", help="also exit 1 when cases or metrics are missing")
+    if with_format:
+        parser.add_argument("--format", default="markdown", help="markdown, json or csv")
+        parser.add_argument("--changes-only", action="store_true", help="leave out rows whose verdict is 'same' (markdown)")
+        parser.add_argument("--output", "-o", help="write to this file instead of stdout")
+
+
+def _add_history_commands(sub, run) -> None:
+    run.add_argument("--against", metavar="BASELINE|RUN_DIR", help="compare the new run against a baseline; exit 1 on regression")
+    _add_compare_options(run, with_format=False)
+    base = sub.add_parser("baseline", help="save or list baselines (baselines/NAME.json)")
+    bsub = base.add_subparsers(dest="baseline_command", parser_class=_Parser)
+    save = bsub.add_parser("save", help="save a run folder as baselines/NAME.json")
+    save.add_argument("run_dir", metavar="RUN_DIR")
+    save.add_argument("--name", required=True, help="baseline name (letters, digits, '.', '_', '-')")
+    save.add_argument("--dir", help="baselines folder (default: $HARNESS_BASELINES_DIR or the project's baselines/)")
+    save.add_argument("--force", action="store_true", help="replace an existing baseline of that name")
+    bsub.add_parser("list", help="list the stored baselines")
+    cmp_ = sub.add_parser("compare", help="compare B against A (run folders or baseline names); exit 1 on regression")
+    cmp_.add_argument("a", metavar="A", help="reference: run folder, baseline name or baseline file")
+    cmp_.add_argument("b", metavar="B", help="new results: run folder, baseline name or baseline file")
+    _add_compare_options(cmp_)
+    rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
+    rep.add_argument("run_dir", metavar="RUN_DIR")
+    rep.add_argument("--against", metavar="BASELINE|RUN_DIR", help="add the comparison against this baseline or run")
+    rep.add_argument("--output", "-o", help="HTML file to write (default: RUN_DIR/report.html)")
+    _add_compare_options(rep, with_format=False)
+
+
+def _compare_options(args):
+    from .compare import CompareOptions
+
+    thresholds = dict(CompareOptions().thresholds)
+    for item in getattr(args, "threshold", None) or []:
+        kind, sep, value = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            thresholds[kind.strip()] = float(value)
+        except ValueError:
+            raise UsageError(f"--threshold {item!r}: expected KIND=FRACTION, e.g. time=0.05") from None
+    try:
+        return CompareOptions(thresholds=thresholds, alpha=args.alpha, quality_atol=args.quality_atol,
+                              force=args.force, fail_on_missing=args.fail_on_missing)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _load_against(args):
+    from .baseline import load_results
+
+    if not getattr(args, "against", None):
+        return None
+    _compare_options(args)  # bad flags fail before the run
+    return load_results(args.against)
+
+
+def _compare_against(against, run_dir: Path, args) -> int:
+    from .baseline import load_results
+    from .compare import compare, render
+
+    comparison = compare(against, load_results(str(run_dir)), _compare_options(args))
+    print(render(comparison, "markdown", changes_only=True))
+    return comparison.exit_code
+
+
+def cmd_baseline(args) -> int:
+    from .baseline import baselines_dir, list_baselines, load_results, save_baseline
+
+    if args.baseline_command == "save":
+        path = save_baseline(args.run_dir, args.name, Path(args.dir) if args.dir else None, force=args.force)
+        print(f"harness: baseline {args.name!r} written to {path}", file=sys.stderr)
+        return EXIT_OK
+    if args.baseline_command == "list":
+        for name in list_baselines():
+            rs = load_results(name)
+            print(f"{name}: {rs.describe_device()}, {len(rs.records)} cases, profile {rs.meta.get('profile')}")
+        if not list_baselines():
+            print(f"no baselines in {baselines_dir()}", file=sys.stderr)
+        return EXIT_OK
+    raise UsageError("baseline needs a subcommand: save or list")
+
+
+def cmd_compare(args) -> int:
+    from .baseline import load_results
+    from .compare import FORMATS, compare, render
+
+    if args.format not in FORMATS:
+        raise UsageError(f"unknown format {args.format!r}{suggest(args.format, FORMATS)}")
+    options = _compare_options(args)
+    comparison = compare(load_results(args.a), load_results(args.b), options)
+    text = render(comparison, args.format, changes_only=args.changes_only)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    from .compare import summary_line
+
+    print(f"harness: {summary_line(comparison)}", file=sys.stderr)
+    return comparison.exit_code
+
+
+def cmd_report(args) -> int:
+    from .baseline import load_results
+    from .compare import compare
+    from .report import write_report
+
+    rs = load_results(args.run_dir, strict=False)
+    if rs.kind != "run":
+        raise UsageError(f"{args.run_dir} is not a run folder")
+    comparison = compare(load_results(args.against), rs, _compare_options(args)) if args.against else None
+    path = write_report(rs, Path(args.output) if args.output else Path(args.run_dir) / "report.html", comparison)
+    print(f"harness: report written to {path}", file=sys.stderr)
+    return comparison.exit_code if comparison is not None else EXIT_OK
 
 
 if __name__ == "__main__":

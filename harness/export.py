@@ -66,7 +66,7 @@ def build_tables(
     metric: str | None = None,
     suite: str | None = None,
 ) -> list[Table]:
-    """One Table per (suite, metric) found in the records (or only ``metric``)."""
+    """One Table per (suite, metric) that some record reports (or only ``metric``)."""
     suites_meta = suites_meta or {}
     by_suite: dict[str, list[Record]] = {}
     for r in records:
@@ -84,8 +84,6 @@ def build_tables(
         for r in recs:
             for name, m in r.metrics.items():
                 metric_units.setdefault(name, (m.get("unit", ""), m.get("better", "lower")))
-        for name, spec in meta.get("metrics", {}).items():
-            metric_units.setdefault(name, (spec.get("unit", ""), spec.get("better", "lower")))
         names = [metric] if metric else _metric_order(list(metric_units), meta)
         for mname in names:
             if mname not in metric_units:
@@ -182,7 +180,10 @@ def to_markdown(tables: list[Table], hide_skipped: bool = True) -> str:
         out.append(f"### {title(t)}")
         out.append("")
         if t.fixed_params:
-            out.append(f"Fixed: {_fixed_text(t)}. Cells: median ±IQR/median (ratio to reference).")
+            spread = any(c.spread is not None for _, cells in t.rows for c in cells.values())
+            how = "median ±IQR/median" if spread else "value"
+            ref = " (ratio to the reference)" if t.reference else ""
+            out.append(f"Fixed: {_fixed_text(t)}. Cells: {how}{ref}.")
             out.append("")
         header = t.row_params + cols
         if not header:

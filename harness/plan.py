@@ -84,8 +84,9 @@ def plan_suite(
     device: str,
     pattern: str | None = None,
     overrides: dict[str, list[str]] | None = None,
+    only_variants: list[str] | None = None,
 ) -> list[Case]:
-    """Cases of one suite for a profile, filtered by a -k pattern and --param overrides."""
+    """Cases of one suite for a profile, filtered by a -k pattern, variant names and --param overrides."""
     name = cls.suite_name()
     try:
         prof = cls.profile(profile)
@@ -112,6 +113,8 @@ def plan_suite(
             grid_axes[k] = v
     timing = prof.timing or cls.timing
     chosen = list(prof.variants) if prof.variants is not None else list(variants)
+    if only_variants:
+        chosen = [v for v in variants if v in only_variants]
     cases: list[Case] = []
     for point in _grid(grid_axes):
         for vname in chosen:
@@ -165,6 +168,16 @@ def check_overrides(suites: list[type[Suite]], overrides: dict[str, list[str]]) 
     for k in overrides:
         if k not in known:
             raise PlanError(f"unknown param {k!r}{suggest(k, sorted(known))}")
+
+
+def check_variants(suites: list[type[Suite]], names: list[str]) -> None:
+    """Every variant named with --variant must exist in at least one of the selected suites."""
+    known: list[str] = []
+    for cls in suites:
+        known += [v for v in cls.variants() if v not in known]
+    for name in names:
+        if name not in known:
+            raise PlanError(f"unknown variant {name!r}{suggest(name, known)}")
 
 
 def params_key(params: dict[str, Any]) -> str:

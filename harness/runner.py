@@ -289,6 +289,7 @@ def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str,
         torch.set_num_threads(threads)
     suites = {name: load_suite_class(path, qual) for name, (path, qual) in suite_locations.items()}
     executor = CaseExecutor(suites, run_id=run_id)
+    conn.send("ready")
     while True:
         try:
             msg = conn.recv()
@@ -312,8 +313,10 @@ class IsolatedExecutor:
         self.ctx = mp.get_context("spawn")
         self.proc = None
         self.conn = None
+        self.start_timeout_s = 600.0
 
-    def _start(self) -> None:
+    def _start(self) -> str | None:
+        """Start a worker and wait until it has imported the suites; a reason if it could not."""
         parent, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(
             target=_worker_main, args=(child, self.locations, self.run_id, self.threads), daemon=True
@@ -321,6 +324,19 @@ class IsolatedExecutor:
         self.proc.start()
         child.close()
         self.conn = parent
+        deadline = time.perf_counter() + self.start_timeout_s
+        while time.perf_counter() < deadline:
+            if parent.poll(0.05):
+                try:
+                    if parent.recv() == "ready":
+                        return None
+                except (EOFError, OSError):
+                    break
+            if not self.proc.is_alive():
+                break
+        code = self.proc.exitcode
+        self._kill()
+        return "the worker process could not start: " + (_death_reason(code) if code is not None else "no answer")
 
     def _kill(self) -> None:
         if self.proc is not None:
@@ -343,11 +359,14 @@ class IsolatedExecutor:
     def run(self, case: Case, timeout_s: float | None = None) -> Record:
         import json
 
-        if self.proc is None or not self.proc.is_alive():
-            self._kill()
-            self._start()
         t0 = time.perf_counter()
         started = _now()
+        if self.proc is None or not self.proc.is_alive():
+            self._kill()
+            failure = self._start()
+            if failure:
+                return self._record(case, "crashed", failure, started, t0)
+        t0 = time.perf_counter()  # the time limit counts the case, not the worker's start
         self.conn.send(case)
         deadline = None if not timeout_s else t0 + timeout_s
         while True:

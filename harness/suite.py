@@ -228,6 +228,9 @@ class Suite:
                     raise SuiteDefinitionError(f"suite {cls.__name__}: variant {spec.name!r} declared twice")
                 variants[spec.name] = spec
         cls._variants = variants
+        from .asv_bridge import attach  # every suite is also an asv benchmark class
+
+        attach(cls)
 
     # ----------------------------------------------------------------- introspection
     @classmethod

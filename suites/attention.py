@@ -136,21 +136,19 @@ def orthogonal_random_features(num_features: int, dim: int, generator: torch.Gen
     return (w * norms.unsqueeze(1)).to(device=device, dtype=dtype)
 
 
-def favor_features(x, projection, is_query: bool, eps: float = 0.0):
+def favor_features(x, projection, is_query: bool):
     """Positive random features exp(w.x - |x|^2/2) / sqrt(m), with x scaled by d^-1/4.
 
-    The maximum subtracted for stability cancels in the attention ratio: per row for
-    queries, one global value for keys.
+    Queries are shifted by their own row maximum, which cancels in the attention ratio.
+    Keys are not shifted: a maximum over the sequence would let later keys change earlier
+    outputs in the causal form, and w.x - |x|^2/2 <= |w|^2/2 bounds them anyway.
     """
     d = x.shape[-1]
     x = x * d**-0.25
-    proj = torch.matmul(x, projection.T)
-    sq = (x * x).sum(dim=-1, keepdim=True) / 2.0
+    proj = torch.matmul(x, projection.T) - (x * x).sum(dim=-1, keepdim=True) / 2.0
     if is_query:
-        stab = proj.amax(dim=-1, keepdim=True)
-    else:
-        stab = proj.amax(dim=(-1, -2), keepdim=True)
-    return (torch.exp(proj - sq - stab) + eps) / math.sqrt(projection.shape[0])
+        proj = proj - proj.amax(dim=-1, keepdim=True)
+    return torch.exp(proj) / math.sqrt(projection.shape[0])
 
 
 def performer_attention(q, k, v, causal: bool, projection):

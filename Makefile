@@ -1,0 +1,45 @@
+# Set-up and the two everyday jobs. `make quick` and `make test` each install what they need
+# into .venv on first use (PyTorch comes from the package registry; no other downloads).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup quick test
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Every suite's quick profile on the GPU if there is one, else the CPU; prints the tables and
+# writes a run folder under results/.
+quick: setup
+	$(BIN)/harness run --profile quick --device auto
+
+# The browser test also needs Debian's chromium and asv's web libraries (installed when
+# possible; the test skips with the reason otherwise).
+test: setup
+	bash scripts/install-browser.sh
+	$(BIN)/python -m pytest
+
+# The nightly job on this machine, as the GitHub workflow runs it (scripts/nightly.sh): run the
+# profile, compare with the stored baseline, write the report, record the commit in asv and
+# publish its HTML; artifacts in results/nightly-artifacts/, exit 1 on a regression.
+# On a CPU-only machine: make nightly NIGHTLY_PROFILE=quick NIGHTLY_DEVICE=cpu NIGHTLY_THREADS=1
+# (baseline cpu-quick, measured with one thread); NIGHTLY_SUITES="attention" keeps it to some suites.
+NIGHTLY_PROFILE ?= nightly
+NIGHTLY_DEVICE ?= auto
+NIGHTLY_BASELINE ?=
+NIGHTLY_SUITES ?=
+NIGHTLY_THREADS ?=
+
+.PHONY: nightly
+nightly: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" PROFILE=$(NIGHTLY_PROFILE) DEVICE=$(NIGHTLY_DEVICE) \
+		BASELINE=$(NIGHTLY_BASELINE) SUITES="$(NIGHTLY_SUITES)" \
+		THREADS=$(NIGHTLY_THREADS) bash scripts/nightly.sh

@@ -1,0 +1,260 @@
+"""Every Suite is also an asv benchmark class: one ``track_<metric>`` per metric, measured by the engine.
+
+``Suite.__init_subclass__`` calls :func:`attach`, which adds to the suite class one function
+``track_<metric>`` per metric (the engine's latency, peak_memory, tflops, throughput and the
+suite's own). asv finds them by their prefix when it imports ``suites/``. Everything asv reads
+about a benchmark is set on these functions, never on the suite class, so the names asv
+reserves (``params``, ``setup``, ``version``...) stay free there and ``harness.Suite`` itself,
+which has no ``track_`` function, is not a benchmark.
+
+- **Params.** The grid of the profile named by ``$HARNESS_ASV_PROFILE`` (default ``quick``):
+  one asv param per grid param, plus ``variant``, whose values are the variants with their own
+  params folded in, as the export tables label them (``performer[features=16]``).
+  ``$HARNESS_ASV_PARAM`` narrows the grid like ``harness run --param`` (``;`` between
+  params, ``variant=a,b`` picks variants); ``$HARNESS_ASV_K`` filters like ``-k``. Points that
+  are not in the plan, variants skipped here (a CUDA-only one on the CPU) and metrics a
+  variant does not report are skipped in asv (shown as n/a), failures fail the benchmark.
+- **Measurement.** The engine's CaseExecutor measures the case (device events on CUDA, never
+  asv's host timer); ``$HARNESS_ASV_DEVICE`` picks the device (default ``auto``). A case is
+  measured once per asv sample: the record is written to the working folder that asv's
+  ``setup_cache`` gives every benchmark of a run, and each ``track_`` function takes the
+  oldest record it has not used yet, measuring a new one only when it has used them all.
+- **Version.** ``Suite.spec_hash()``: editing a comment keeps the history, changing the
+  workload (grid, profiles, variants, code) starts a new one.
+- **Direction.** asv takes lower as better. A higher-is-better metric (TFLOP/s, throughput,
+  mAP) is given to asv as its reciprocal, ``1 / value``, with the reciprocal unit
+  (``TFLOP/s`` -> ``s/TFLOP``, ``tokens/s`` -> ``s/tokens``): a drop in TFLOP/s is a rise in
+  asv's graph and a regression in ``asv compare``, and ratios stay ratios (a 10% drop in
+  throughput shows as a factor of 1.11), which a negated value would not give. A value of 0
+  or below has no reciprocal and is reported as n/a.
+
+Nothing here touches the GPU or the disk at import time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+ENV_PROFILE = "HARNESS_ASV_PROFILE"
+ENV_PARAM = "HARNESS_ASV_PARAM"
+ENV_K = "HARNESS_ASV_K"
+ENV_DEVICE = "HARNESS_ASV_DEVICE"
+ENV_TIMEOUT = "HARNESS_ASV_TIMEOUT"
+ENV_THREADS = "HARNESS_ASV_THREADS"
+DEFAULT_PROFILE = "quick"
+DEFAULT_TIMEOUT_S = 600.0
+VARIANT_PARAM = "variant"
+CACHE_FOLDER = "harness-asv-records"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The asv view of one suite: param names, their values, and the Case at each point."""
+
+    param_names: tuple[str, ...]
+    params: tuple[tuple, ...]
+    cases: dict  # (grid values..., variant label) -> plan.Case
+    profile: str
+
+
+def inverted_unit(unit: str) -> str:
+    """The unit of ``1 / value``: ``TFLOP/s`` -> ``s/TFLOP``; ``""`` -> ``1/value``."""
+    if unit.endswith("/s") and "/" not in unit[:-2]:
+        return f"s/{unit[:-2]}"
+    return f"1/({unit})" if unit else "1/value"
+
+
+def asv_value(value: Any, better: str) -> float:
+    """The number asv records: the value, or its reciprocal for higher-is-better metrics."""
+    if value is None:
+        return math.nan
+    value = float(value)
+    if math.isnan(value):
+        return math.nan
+    if better == "higher":
+        return 1.0 / value if value > 0 else math.nan
+    return value
+
+
+def _env_overrides() -> tuple[dict[str, list[str]], list[str] | None]:
+    """``$HARNESS_ASV_PARAM`` -> (param overrides, chosen variant names or None)."""
+    from .plan import parse_param_overrides
+
+    text = os.environ.get(ENV_PARAM, "").strip()
+    items = [t for t in text.split(";") if t.strip()]
+    overrides = parse_param_overrides(items)
+    variants = overrides.pop(VARIANT_PARAM, None)
+    return overrides, variants
+
+
+def layout(cls) -> Layout:
+    """Plan the suite for the asv profile and lay the cases out as asv params."""
+    from .export import _column_label
+    from .plan import PlanError, plan_suite
+
+    profile = os.environ.get(ENV_PROFILE, "").strip() or DEFAULT_PROFILE
+    overrides, chosen = _env_overrides()
+    pattern = os.environ.get(ENV_K, "").strip() or None
+    if profile not in cls.profile_names():
+        raise PlanError(f"suite {cls.suite_name()!r} has no profile {profile!r} (set by ${ENV_PROFILE})")
+    # The device only fills Case.device here; the real one is chosen when a case runs.
+    cases = plan_suite(cls, profile, "cpu", pattern, overrides)
+    if chosen is not None:  # names of other suites' variants are ignored, as other params are
+        cases = [c for c in cases if c.variant in chosen]
+    grid_names = list(cls.grid)
+    values: dict[str, list] = {k: [] for k in grid_names}
+    labels: list[str] = []
+    by_point: dict[tuple, Any] = {}
+    for case in cases:
+        p = case.params_dict
+        for k in grid_names:
+            if p[k] not in values[k]:
+                values[k].append(p[k])
+        label = _column_label(case.variant, {k: v for k, v in p.items() if k not in case.grid_params})
+        if label not in labels:
+            labels.append(label)
+        by_point[tuple(p[k] for k in grid_names) + (label,)] = case
+    names = tuple(grid_names) + (VARIANT_PARAM,)
+    params = tuple(tuple(values[k]) for k in grid_names) + (tuple(labels),)
+    return Layout(names, params, by_point, profile)
+
+
+# --------------------------------------------------------------------------- measuring
+_CURRENT: dict[tuple, float] = {}  # (suite, metric, params) -> value set by setup, read by track
+
+
+def asv_setup_cache() -> dict[str, str]:
+    """asv's setup_cache: runs once per asv run in a fresh folder shared by the benchmarks."""
+    return {"dir": os.getcwd()}
+
+
+def _point_file(cache: dict | None, suite: str, params: tuple) -> Path:
+    folder = Path(cache["dir"] if cache else os.getcwd()) / CACHE_FOLDER / suite
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha1(json.dumps([repr(p) for p in params]).encode()).hexdigest()[:16]
+    return folder / f"{key}.jsonl"
+
+
+def _measure(cls, case) -> "Record":  # noqa: F821 - results.Record, imported lazily
+    from .environment import resolve_device
+    from .runner import CaseExecutor
+
+    threads = os.environ.get(ENV_THREADS, "").strip()
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))
+    device = resolve_device(os.environ.get(ENV_DEVICE, "").strip() or "auto")
+    executor = CaseExecutor({cls.suite_name(): cls}, run_id="asv")
+    try:
+        return executor.run(replace(case, device=device))
+    finally:
+        executor.drop_state()
+
+
+def record_for(cls, case, cache: dict | None, params: tuple, metric: str):
+    """The record this metric uses for this sample: the oldest it has not used, else a new one."""
+    from .results import Record, read_records
+
+    path = _point_file(cache, cls.suite_name(), params)
+    used_path = path.with_name(path.stem + f".{metric}.used")
+    used = int(used_path.read_text()) if used_path.is_file() else 0
+    records = read_records(path) if path.is_file() else []
+    if used < len(records):
+        record = records[used]
+    else:
+        record: Record = _measure(cls, case)
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(record.to_json() + "\n")
+    used_path.write_text(str(used + 1))
+    return record
+
+
+def _make_setup(cls, metric_name: str):
+    def setup(cache, *params):
+        """Measure the case (or reuse this sample's record) and keep the metric's asv value."""
+        lay = cls.__asv_layout__
+        case = lay.cases.get(tuple(params))
+        if case is None:
+            raise NotImplementedError("not in the plan of this profile")
+        record = record_for(cls, case, cache, tuple(params), metric_name)
+        if record.status == "skipped":
+            raise NotImplementedError(f"skipped: {record.reason}")
+        if record.status != "ok":
+            raise RuntimeError(f"{record.status}: {record.reason}")
+        metric = record.metrics.get(metric_name)
+        if metric is None or metric.get("value") is None:
+            raise NotImplementedError(f"{record.variant} does not report {metric_name}")
+        value = asv_value(metric["value"], metric.get("better", "lower"))
+        if math.isnan(value):
+            raise NotImplementedError(f"{metric_name} = {metric['value']!r} has no asv value")
+        _CURRENT[(cls.suite_name(), metric_name, tuple(params))] = value
+
+    return setup
+
+
+def _make_track(cls, metric_name: str):
+    def track(self, cache, *params):
+        """Return the value measured by the harness engine in setup (see harness.asv_bridge)."""
+        return _CURRENT.pop((cls.suite_name(), metric_name, tuple(params)))
+
+    return track
+
+
+def _make_failing_track(error: str):
+    def track(self):
+        """This suite could not be laid out for asv; the benchmark fails with the reason."""
+        raise RuntimeError(error)
+
+    return track
+
+
+def _identifier(name: str) -> str:
+    return re.sub(r"\W", "_", name)
+
+
+def attach(cls) -> None:
+    """Give a Suite subclass one asv ``track_<metric>`` function per metric."""
+    if vars(cls).get("abstract"):
+        return
+    try:
+        lay = layout(cls)
+        version = cls.spec_hash()
+    except Exception as exc:  # a broken declaration is reported by the registry; asv shows it failed
+        track = _make_failing_track(f"{type(exc).__name__}: {exc}")
+        track.__name__ = track.__qualname__ = "track_latency"
+        cls.track_latency = track
+        return
+    cls.__asv_layout__ = lay
+    if not lay.cases:  # everything filtered out by the environment: no benchmark
+        return
+    timeout = float(os.environ.get(ENV_TIMEOUT, "").strip() or DEFAULT_TIMEOUT_S)
+    for metric in cls.metric_specs().values():
+        track = _make_track(cls, metric.name)
+        fname = f"track_{_identifier(metric.name)}"
+        track.__name__ = fname
+        track.__qualname__ = f"{cls.__qualname__}.{fname}"
+        inverted = metric.better == "higher"
+        track.params = [list(v) for v in lay.params]
+        track.param_names = list(lay.param_names)
+        track.unit = (inverted_unit(metric.unit) if inverted else metric.unit) or "unitless"
+        track.version = version
+        track.timeout = timeout
+        track.setup_cache = asv_setup_cache
+        track.setup = _make_setup(cls, metric.name)
+        shown = f"1/{metric.name} (inverted: {metric.name} is higher-is-better)" if inverted else metric.name
+        track.pretty_name = f"{cls.suite_name()}: {shown} [{track.unit}]"
+        track.pretty_source = (
+            f"# suite {cls.suite_name()!r}, metric {metric.name!r} [{metric.unit}], {metric.better} is better\n"
+            f"# {metric.description}\n"
+            f"# measured by the harness engine (harness.runner.CaseExecutor), profile {lay.profile!r}\n"
+            + (f"# recorded as 1/value in {track.unit} so that lower is better in asv\n" if inverted else "")
+        )
+        setattr(cls, fname, track)

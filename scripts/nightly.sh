@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# The nightly job (the GitHub workflow and `make nightly` both run this script):
+#   1. run a profile of every suite (default: nightly on the GPU) into a run folder,
+#   2. compare it with the stored baseline (verdict table in markdown and JSON),
+#   3. write the HTML report and the export tables,
+#   4. record the commit in asv's history (asv run --python=same) and publish asv's HTML,
+#   5. exit 1 when the comparison found a regression, 2 when a step failed, else 0.
+# Every artifact is written before the exit code is decided, so a red night still has them.
+#
+# Settings (environment): PROFILE (nightly), DEVICE (auto), BASELINE (a name under baselines/
+# or a path; default <cpu|gpu>-<PROFILE>, skipped when absent), OUT (run folder),
+# ARTIFACTS (results/nightly-artifacts), ASV_MACHINE (this host's name), SUITES (names, space-
+# separated; default all), THREADS (torch CPU threads; baselines/cpu-quick.json used 1),
+# SKIP_ASV=1 to leave out asv. asv reads $HARNESS_ASV_PARAM/_K too.
+set -uo pipefail
+
+PROFILE="${PROFILE:-nightly}"
+DEVICE="${DEVICE:-auto}"
+STAMP="$(date -u +%Y%m%d-%H%M%S)"
+OUT="${OUT:-results/nightly-$STAMP}"
+ARTIFACTS="${ARTIFACTS:-results/nightly-artifacts}"
+ASV_MACHINE="${ASV_MACHINE:-$(hostname)}"
+HARNESS="${HARNESS:-harness}"
+ASV="${ASV:-asv}"
+PYTHON="${PYTHON:-python}"
+
+status=0
+fail() { echo "nightly: $*" >&2; [ "$status" -eq 0 ] && status=2; }
+
+mkdir -p "$ARTIFACTS"
+
+echo "nightly: running profile $PROFILE on device $DEVICE into $OUT"
+# shellcheck disable=SC2086  # SUITES is a space-separated list of suite names
+"$HARNESS" run ${SUITES:-} --profile "$PROFILE" --device "$DEVICE" --out "$OUT" --quiet ${THREADS:+--threads "$THREADS"}
+rc=$?
+if [ "$rc" -ge 2 ]; then
+    fail "harness run failed (exit $rc)"
+    exit "$status"
+fi
+[ "$rc" -ne 0 ] && fail "a suite failed to load (see the run's records)"
+
+device_kind=cpu
+grep -q '"device": "cuda' "$OUT/run.json" && device_kind=gpu
+explicit_baseline=1
+if [ -z "${BASELINE:-}" ]; then
+    BASELINE="$device_kind-$PROFILE"
+    explicit_baseline=0
+fi
+
+against=()
+if [ "$explicit_baseline" -eq 1 ] || "$HARNESS" baseline list 2>/dev/null | grep -q "^$BASELINE:"; then
+    "$HARNESS" compare "$BASELINE" "$OUT" --format json --output "$ARTIFACTS/compare.json"
+    rc=$?
+    "$HARNESS" compare "$BASELINE" "$OUT" --format markdown --changes-only --output "$ARTIFACTS/compare.md"
+    if [ "$rc" -eq 1 ]; then
+        regression=1
+    elif [ "$rc" -ne 0 ]; then
+        fail "comparison with baseline $BASELINE failed (exit $rc)"
+    fi
+    [ "$rc" -le 1 ] && against=(--against "$BASELINE")
+    [ -f "$ARTIFACTS/compare.md" ] && cat "$ARTIFACTS/compare.md"
+else
+    echo "nightly: no baseline $BASELINE; comparison skipped (save one with: harness baseline save $OUT --name $BASELINE)"
+fi
+
+"$HARNESS" report "$OUT" "${against[@]}" --output "$ARTIFACTS/report.html"
+[ $? -ge 2 ] && fail "harness report failed"
+"$HARNESS" export "$OUT" --format markdown --output "$ARTIFACTS/tables.md" || fail "harness export failed"
+cp -r "$OUT" "$ARTIFACTS/run"
+
+if [ "${SKIP_ASV:-0}" != "1" ]; then
+    commit="$(git rev-parse HEAD)"
+    "$ASV" machine --yes --machine "$ASV_MACHINE" >/dev/null || fail "asv machine failed"
+    bench=()
+    for s in ${SUITES:-}; do bench+=(--bench "$s"); done
+    HARNESS_ASV_PROFILE="$PROFILE" HARNESS_ASV_DEVICE="$DEVICE" HARNESS_ASV_THREADS="${THREADS:-}" \
+        "$ASV" run --python=same --set-commit-hash "$commit" --machine "$ASV_MACHINE" --show-stderr "${bench[@]}" \
+        || fail "asv run failed"
+    "$ASV" publish || fail "asv publish failed"
+    "$PYTHON" -m harness.asv_html .asv/html || true  # offline copies of asv's libraries, where fetched
+    rm -rf "$ARTIFACTS/asv-html"
+    cp -r .asv/html "$ARTIFACTS/asv-html"
+fi
+
+if [ "$status" -eq 0 ] && [ "${regression:-0}" -eq 1 ]; then
+    echo "nightly: REGRESSION against baseline $BASELINE (see $ARTIFACTS/compare.md)" >&2
+    status=1
+fi
+exit "$status"

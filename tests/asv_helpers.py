@@ -1,0 +1,148 @@
+"""A temporary git repository holding a copy of the project, benchmarked by real asv.
+
+Shared by tests/test_asv.py and tests/test_browser.py: :func:`asv_project` builds it once per
+test session. Commit 1 is the project plus a small probe suite; commit 2 injects a regression
+into the code the probe suite calls (not into the suite file, so the suite's spec hash, asv's
+benchmark version, stays the same and asv compares the two commits). ``asv run
+--python=same`` records both commits, ``asv publish`` writes the HTML.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.paths import PROJECT_ROOT
+
+MACHINE = "asv-test-box"
+# One attention case (every quick-profile metric) and the probe suite's one case.
+ASV_PARAM = "variant=softmax,sleep;causal=false;pass=forward"
+
+PROBE_SUITE = '''"""Probe suite for the asv tests: sleeps, reports a higher-is-better score, logs each build."""
+
+import os
+
+from harness import Metric, Profile, Suite, Timing, Workload, variant
+from suites.common import asvprobe_op
+
+
+class AsvProbe(Suite):
+    name = "asvprobe"
+    description = "sleeps for a configured time (asv test probe)"
+    grid = {"size": [2]}
+    profiles = {"quick": Profile(timing=Timing(warmup_s=0.0, budget_s=0.05, min_runs=5, max_runs=20)),
+                "default": Profile()}
+    metrics = [Metric("score", "", "higher", "a quality score, higher is better", ratio=False)]
+
+    @variant()
+    def sleep(self, state, params):
+        log = os.environ.get("ASVPROBE_LOG")
+        if log:
+            with open(log, "a") as fh:
+                fh.write(f"size={params['size']}\\n")
+        return Workload(lambda: asvprobe_op.work(params["size"]), flops=0, items=params["size"],
+                        metrics={"score": asvprobe_op.SCORE})
+'''
+
+PROBE_OP = '''"""The operation the probe suite times."""
+
+import time
+
+DELAY_S = {delay}
+SCORE = {score}
+
+
+def work(size):
+    time.sleep(DELAY_S * size)
+'''
+
+
+@dataclass
+class AsvProject:
+    root: Path
+    commits: list[str]
+    env: dict[str, str]
+    probe_log: Path
+    outputs: dict[str, str]
+
+    @property
+    def html_dir(self) -> Path:
+        return self.root / ".asv" / "html"
+
+    @property
+    def results_dir(self) -> Path:
+        return self.root / ".asv" / "results" / MACHINE
+
+
+def asv_exe() -> str:
+    exe = Path(sys.executable).parent / "asv"
+    return str(exe) if exe.exists() else "asv"
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    out = proc.stdout + proc.stderr
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}:\n{out[-6000:]}")
+    return out
+
+
+def _copy_project(dest: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT_ROOT,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for rel in files:
+        if not rel or rel.startswith(("tests/", "baselines/", ".ci/")):
+            continue
+        src = PROJECT_ROOT / rel
+        if not src.is_file():
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(src.read_bytes())
+
+
+def _git(root: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.invalid",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.invalid"}
+    return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
+
+
+_BUILT: dict[str, AsvProject] = {}
+
+
+def asv_project(base: Path) -> AsvProject:
+    """Build (once per session) the two-commit repository, run asv on both commits, publish."""
+    if "project" in _BUILT:
+        return _BUILT["project"]
+    root = base / "project"
+    root.mkdir(parents=True)
+    _copy_project(root)
+    (root / "suites" / "asvprobe.py").write_text(PROBE_SUITE)
+    op = root / "suites" / "common" / "asvprobe_op.py"
+    op.write_text(PROBE_OP.format(delay=0.002, score=0.9))
+    home = base / "home"
+    home.mkdir()
+    probe_log = base / "probe.log"
+    env = {**os.environ, "HOME": str(home), "HARNESS_ASV_PARAM": ASV_PARAM, "HARNESS_ASV_DEVICE": "cpu",
+           "HARNESS_ASV_THREADS": "1", "ASVPROBE_LOG": str(probe_log), "PYTHONDONTWRITEBYTECODE": "1"}
+    env.pop("HARNESS_ASV_K", None)
+    env.pop("HARNESS_ASV_PROFILE", None)
+    _git(root, "init", "-q", "-b", "main")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-q", "-m", "project with the probe suite")
+    commits = [_git(root, "rev-parse", "HEAD")]
+    asv = asv_exe()
+    outputs = {"machine": run([asv, "machine", "--yes", "--machine", MACHINE], root, env)}
+    outputs["run1"] = run([asv, "run", "--python=same", "--set-commit-hash", commits[0], "--machine", MACHINE,
+                           "--show-stderr"], root, env)
+    op.write_text(PROBE_OP.format(delay=0.006, score=0.6))  # 3x slower, score down by a third
+    _git(root, "commit", "-q", "-am", "slower probe operation")
+    commits.append(_git(root, "rev-parse", "HEAD"))
+    outputs["run2"] = run([asv, "run", "--python=same", "--set-commit-hash", commits[1], "--machine", MACHINE,
+                           "--show-stderr"], root, env)
+    outputs["publish"] = run([asv, "publish"], root, env)
+    _BUILT["project"] = AsvProject(root, commits, env, probe_log, outputs)
+    return _BUILT["project"]

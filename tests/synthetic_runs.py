@@ -1,0 +1,85 @@
+"""Synthetic run folders for the comparison, baseline and report tests (no measuring)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from harness.results import ENVIRONMENT_FILE, RUN_FILE, Record, RecordWriter, metric_value, write_json
+
+SUITE_META = {
+    "toy": {
+        "reference": "base",
+        "description": "a synthetic suite",
+        "spec_hash": "0123456789abcdef",
+        "variants": ["base", "fast"],
+        "grid": {"n": [64, 256, 1024]},
+        "metrics": {
+            "latency": {"unit": "ms", "better": "lower", "ratio": True},
+            "peak_memory": {"unit": "MiB", "better": "lower", "ratio": True},
+            "throughput": {"unit": "items/s", "better": "higher", "ratio": True},
+            "accuracy": {"unit": "", "better": "higher", "ratio": False},
+        },
+    }
+}
+
+
+def timing_samples(rng: np.random.Generator, n: int, median_ms: float, spread: float) -> list[float]:
+    """Log-normal timing noise plus 10% outliers slowed by up to 50% (as on a shared machine)."""
+    x = median_ms * np.exp(rng.normal(0.0, spread, n))
+    out = rng.random(n) < 0.1
+    x[out] *= 1.0 + rng.random(int(out.sum())) * 0.5
+    return x.tolist()
+
+
+def ok_record(variant: str, n: int, samples: list[float], memory: float = 10.0, accuracy: float | None = 0.9,
+              items: float = 1000.0) -> Record:
+    med = float(np.median(samples))
+    q1, q3 = np.percentile(samples, [25, 75])
+    metrics = {
+        "latency": metric_value(med, "ms", "lower", median=med, iqr=float(q3 - q1), n=len(samples), samples=samples),
+        "peak_memory": metric_value(memory, "MiB", "lower"),
+        "throughput": metric_value(items / (med * 1e-3), "items/s", "higher"),
+    }
+    if accuracy is not None:
+        metrics["accuracy"] = metric_value(accuracy, "", "higher")
+    return Record(suite="toy", variant=variant, params={"n": n}, device="cpu", status="ok", metrics=metrics)
+
+
+def status_record(variant: str, n: int, status: str, reason: str) -> Record:
+    return Record(suite="toy", variant=variant, params={"n": n}, device="cpu", status=status, reason=reason)
+
+
+def write_run(folder: Path, records: list[Record], device: str = "cpu", device_name: str = "Test CPU 9000",
+              run_id: str | None = None) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    run_id = run_id or folder.name
+    for r in records:
+        r.run_id = run_id
+        r.device = device
+    with RecordWriter(folder) as w:
+        for r in records:
+            w.write(r)
+    write_json(folder / RUN_FILE, {"run_id": run_id, "profile": "quick", "device": device, "suites": SUITE_META,
+                                   "finished": True})
+    write_json(folder / ENVIRONMENT_FILE, {"device": device, "device_name": device_name, "cpu": device_name,
+                                           "torch": "2.x", "git": {"commit": "abc"}})
+    return folder
+
+
+def standard_run(folder: Path, seed: int = 0, slow: float = 0.0, spread: float = 0.03, **kw) -> Path:
+    """Two variants over three sizes; ``slow`` slows every latency by that fraction."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for n in (64, 256, 1024):
+        for variant, base in (("base", 1.0), ("fast", 0.5)):
+            samples = timing_samples(rng, 30, base * n / 64 * (1 + slow), spread)
+            records.append(ok_record(variant, n, samples, memory=n / 16))
+    return write_run(folder, records, **kw)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())

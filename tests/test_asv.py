@@ -1,0 +1,180 @@
+"""asv drives the suites through the harness engine: real asv, on a temporary git repository.
+
+``asv run --python=same`` over two commits records every quick-profile metric of the
+attention suite (narrowed to one case by $HARNESS_ASV_PARAM) and of a probe suite; the
+probe's operation gets slower and its higher-is-better score drops in the second commit,
+and ``asv compare`` reports both as regressions; ``asv publish`` writes the HTML. The
+bridge's in-process behaviour (params, units, version, direction) is checked without asv.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from asv_helpers import MACHINE, asv_exe, asv_project, run
+from harness import asv_bridge
+from harness.suite import Suite
+
+ATTENTION_METRICS = ("latency", "peak_memory", "tflops", "throughput", "rel_error")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return asv_project(tmp_path_factory.getbasetemp() / "asv")
+
+
+def _results(project, commit: str) -> dict:
+    files = [p for p in project.results_dir.glob(f"{commit[:8]}-*.json")]
+    assert len(files) == 1, files
+    data = json.loads(files[0].read_text())
+    cols = data["result_columns"]
+    return {name: dict(zip(cols, row)) for name, row in data["results"].items()}
+
+
+# --------------------------------------------------------------------------- in-process
+def test_suite_base_is_not_a_benchmark():
+    assert not [n for n in dir(Suite) if n.startswith(("track_", "time_", "mem_", "peakmem_"))]
+    for reserved in ("params", "param_names", "setup", "teardown", "setup_cache", "timeout", "version", "unit"):
+        assert reserved not in vars(Suite)
+
+
+def test_attention_has_one_track_per_metric_with_units_and_version(monkeypatch):
+    from suites.attention import Attention
+
+    for metric in ATTENTION_METRICS:
+        track = getattr(Attention, f"track_{metric}")
+        assert track.version == Attention.spec_hash()
+        assert track.param_names[-1] == "variant"
+        assert "performer[features=16]" in track.params[-1]
+        assert track.setup_cache is asv_bridge.asv_setup_cache
+    assert Attention.track_latency.unit == "ms"
+    assert Attention.track_tflops.unit == "s/TFLOP"  # higher is better: recorded as 1/value
+    for reserved in ("params", "param_names", "setup", "version", "unit"):
+        assert reserved not in vars(Attention)
+
+
+def test_bridge_imports_no_torch_and_reports_a_missing_profile():
+    import subprocess
+    import sys
+
+    code = """if True:
+        import sys
+        from harness import Suite, Workload, Profile, variant
+        class T(Suite):
+            name = "t"; grid = {"n": [1, 2]}; profiles = {"quick": Profile()}
+            @variant()
+            def a(self, state, params): return Workload(lambda: None)
+        class U(Suite):
+            name = "u"; grid = {"n": [1]}
+            @variant()
+            def a(self, state, params): return Workload(lambda: None)
+        assert T.track_latency.params == [[1, 2], ["a"]]
+        assert "torch" not in sys.modules
+        try:
+            U().track_latency()
+        except RuntimeError as exc:
+            print(exc)
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "no profile 'quick'" in out.stdout
+
+
+def test_higher_is_better_is_inverted_so_a_drop_is_a_rise():
+    assert asv_bridge.asv_value(2.0, "lower") == 2.0
+    assert asv_bridge.asv_value(4.0, "higher") == 0.25
+    assert asv_bridge.asv_value(3.6, "higher") > asv_bridge.asv_value(4.0, "higher")  # 10% drop
+    assert math.isnan(asv_bridge.asv_value(0.0, "higher"))
+    assert asv_bridge.inverted_unit("tokens/s") == "s/tokens"
+    assert asv_bridge.inverted_unit("") == "1/value"
+
+
+def test_profile_and_param_environment(monkeypatch):
+    from suites.attention import Attention
+
+    monkeypatch.setenv(asv_bridge.ENV_PARAM, "variant=linear,flash;causal=true")
+    lay = asv_bridge.layout(Attention)
+    assert lay.params[lay.param_names.index("causal")] == (True,)
+    assert lay.params[-1] == ("linear", "flash")
+    assert len(lay.cases) == 2 * 2  # two passes x two variants
+    monkeypatch.setenv(asv_bridge.ENV_PROFILE, "nightly")
+    monkeypatch.delenv(asv_bridge.ENV_PARAM)
+    lay = asv_bridge.layout(Attention)
+    assert 32768 in lay.params[lay.param_names.index("seq_len")]
+
+
+def test_measured_once_per_sample(tmp_path, monkeypatch):
+    """Several metrics at one point share a record; a second sample measures again."""
+    from suites.attention import Attention
+
+    calls = []
+    monkeypatch.setattr(asv_bridge, "_measure", lambda cls, case: calls.append(case) or _fake_record(case))
+    cache = {"dir": str(tmp_path)}
+    point = next(iter(Attention.__asv_layout__.cases))
+    case = Attention.__asv_layout__.cases[point]
+    for metric in ATTENTION_METRICS:
+        asv_bridge.record_for(Attention, case, cache, point, metric)
+    assert len(calls) == 1
+    asv_bridge.record_for(Attention, case, cache, point, "latency")  # latency's second sample
+    assert len(calls) == 2
+    asv_bridge.record_for(Attention, case, cache, point, "tflops")  # reuses that second sample
+    assert len(calls) == 2
+
+
+def _fake_record(case):
+    from harness.results import Record
+
+    return Record(suite=case.suite, variant=case.variant, params=case.params_dict, device="cpu", status="ok",
+                  metrics={"latency": {"value": 1.0, "unit": "ms", "better": "lower"}})
+
+
+# --------------------------------------------------------------------------- real asv
+def test_asv_run_records_every_quick_metric_of_attention(project):
+    for commit in project.commits:
+        res = _results(project, commit)
+        for metric in ATTENTION_METRICS:
+            row = res[f"attention.Attention.track_{metric}"]
+            values = [v for v in row["result"] if v is not None]
+            assert values and all(isinstance(v, float) and v > 0 for v in values), (metric, row)
+        for metric in ("latency", "peak_memory", "throughput", "score"):
+            row = res[f"asvprobe.AsvProbe.track_{metric}"]
+            assert row["result"] and all(v is not None for v in row["result"]), (metric, row)
+        # tflops is not reported by the probe (flops=0): skipped, shown as n/a, not failed
+        assert all(v is None or math.isnan(v) for v in res["asvprobe.AsvProbe.track_tflops"]["result"])
+
+
+def test_each_case_measured_once_per_asv_run(project):
+    sizes = project.probe_log.read_text().split()
+    # one probe case, two commits: two measurements, although five track_ benchmarks read it
+    assert sizes == ["size=2", "size=2"]
+
+
+def test_benchmarks_json_has_units_and_the_spec_hash_version(project):
+    bench = json.loads((project.root / ".asv" / "results" / "benchmarks.json").read_text())
+    assert bench["attention.Attention.track_latency"]["unit"] == "ms"
+    assert bench["attention.Attention.track_throughput"]["unit"].startswith("s/")
+    assert bench["asvprobe.AsvProbe.track_score"]["unit"] == "1/value"
+    versions = {b["version"] for name, b in bench.items() if name.startswith("asvprobe.")}
+    assert len(versions) == 1
+
+
+def test_asv_compare_shows_the_injected_regression(project):
+    out = run([asv_exe(), "compare", project.commits[0], project.commits[1], "--machine", MACHINE, "--split"],
+              project.root, project.env)
+    worse = [ln for ln in out.splitlines() if ln.strip().lstrip("|").strip().startswith("+")]
+    assert any("asvprobe.AsvProbe.track_latency" in ln for ln in worse), out
+    assert any("asvprobe.AsvProbe.track_score" in ln for ln in worse), out  # a drop of a higher-is-better metric
+    assert "got worse" in out
+
+
+def test_asv_publish_writes_html(project):
+    html = project.html_dir
+    assert (html / "index.html").is_file()
+    index = json.loads((html / "index.json").read_text())
+    names = set(index["benchmarks"])
+    assert {f"attention.Attention.track_{m}" for m in ATTENTION_METRICS} <= names
+    graphs = list((html / "graphs").rglob("attention.Attention.track_latency.json"))
+    assert graphs

@@ -1,0 +1,162 @@
+"""asv's HTML and the harness report, opened in headless Debian chromium.
+
+The asv pages are served from 127.0.0.1 (they load their JSON with requests, which file://
+pages may not make), with asv's CDN libraries replaced by local copies
+(``harness.asv_html``). The checks read the DOM after a virtual-time budget: the benchmark
+grid lists every attention metric, a graph page draws its flot canvas with a line per
+variant, and every plot image of the report decodes. Screenshots go to test-artifacts/.
+Skipped, with the reason, only where chromium (or asv's libraries) cannot be installed.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from asv_helpers import asv_project
+from harness.asv_html import assets_dir, localize
+from harness.paths import PROJECT_ROOT
+from synthetic_runs import standard_run
+
+ARTIFACTS = PROJECT_ROOT / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run"]
+IMAGE_CHECK = """<script>
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.length > 0 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute('data-images', String(imgs.length));
+  document.body.setAttribute('data-images-ok', ok ? 'yes' : 'no');
+});
+</script>"""
+
+
+def _find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _install() -> str:
+    """Run the project's own set-up script once; returns what it printed."""
+    proc = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "install-browser.sh")], capture_output=True,
+                          text=True, timeout=1200)
+    return (proc.stdout + proc.stderr).strip()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = _find_chromium()
+    if path is None or not (assets_dir() / ".complete").is_file():
+        log = _install()
+        path = _find_chromium()
+        if path is None:
+            pytest.skip(f"chromium is not installed and scripts/install-browser.sh could not install it: {log[-300:]}")
+    return path
+
+
+class _Browser:
+    def __init__(self, exe: str, tmp: Path):
+        self.exe, self.tmp, self.n = exe, tmp, 0
+
+    def _run(self, url: str, *extra: str) -> str:
+        self.n += 1
+        profile = self.tmp / f"profile-{self.n}"
+        cmd = [self.exe, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=15000", *extra, url]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    def dom(self, url: str) -> str:
+        return self._run(url, "--dump-dom")
+
+    def screenshot(self, url: str, path: Path, size: str = "1400,1100") -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._run(url, f"--screenshot={path}", f"--window-size={size}", "--hide-scrollbars")
+        assert path.is_file()
+        return path
+
+
+def _not_blank(png: Path) -> bool:
+    from matplotlib.image import imread
+
+    pixels = imread(str(png))
+    return pixels.size > 0 and float(pixels.std()) > 0.01
+
+
+@pytest.fixture
+def browser(chromium, tmp_path):
+    return _Browser(chromium, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def served_asv_html(chromium, tmp_path_factory):
+    if not (assets_dir() / ".complete").is_file():
+        pytest.skip(f"asv's web libraries could not be fetched into {assets_dir()}: {_install()[-300:]}")
+    project = asv_project(tmp_path_factory.getbasetemp() / "asv")
+    html = tmp_path_factory.mktemp("asv-html") / "html"
+    shutil.copytree(project.html_dir, html)
+    assert localize(html) == []
+    handler = functools.partial(_QuietHandler, directory=str(html))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def test_asv_grid_lists_every_attention_metric(browser, served_asv_html):
+    dom = browser.dom(f"{served_asv_html}/index.html")
+    assert "airspeed velocity error" not in dom
+    for metric in ("latency", "peak_memory", "tflops", "throughput", "rel_error"):
+        assert f"attention.Attention.track_{metric}" in dom
+
+
+def test_asv_graph_renders(browser, served_asv_html):
+    url = f"{served_asv_html}/index.html#attention.Attention.track_latency"
+    dom = browser.dom(url)
+    assert 'class="flot-base"' in dom  # flot drew the graph canvas
+    assert "flot-tick-label" in dom  # with its axes
+    assert "softmax" in dom  # the variant param is offered
+    assert "attention: latency [ms]" in dom  # the benchmark's pretty name with its unit
+    shot = browser.screenshot(url, ARTIFACTS / "asv-attention-latency.png")
+    assert _not_blank(shot)
+    probe = f"{served_asv_html}/index.html#asvprobe.AsvProbe.track_latency"
+    assert 'class="flot-base"' in browser.dom(probe)
+    browser.screenshot(probe, ARTIFACTS / "asv-probe-latency-regression.png")
+
+
+def test_report_renders(browser, tmp_path, monkeypatch):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_BASELINES_DIR", str(tmp_path / "b"))
+    assert main(["baseline", "save", str(standard_run(tmp_path / "base", seed=0)), "--name", "ref"]) == 0
+    run = standard_run(tmp_path / "run", seed=1, slow=0.2)
+    report = tmp_path / "report.html"
+    assert main(["report", str(run), "--against", "ref", "-o", str(report)]) == 1
+    checked = tmp_path / "report-checked.html"
+    checked.write_text(report.read_text().replace("</body>", IMAGE_CHECK + "</body>"))
+    dom = browser.dom(checked.as_uri())
+    assert 'data-images-ok="yes"' in dom
+    assert int(dom.split('data-images="')[1].split('"')[0]) >= 5
+    assert dom.count("<figure class=\"plot\"") >= 5
+    assert '<table class="results" data-suite="toy" data-metric="latency">' in dom
+    assert '<tr class="slower">' in dom
+    shutil.copyfile(report, ARTIFACTS / "report.html") if ARTIFACTS.is_dir() else None
+    shot = browser.screenshot(report.as_uri(), ARTIFACTS / "report.png", size="1400,2400")
+    assert _not_blank(shot)

@@ -1,0 +1,132 @@
+"""Suite discovery: duplicates, unknown names, broken files, user files, bad declarations."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness import Profile, Suite, SuiteDefinitionError, Workload, variant
+from harness.registry import RegistryError, discover
+
+GOOD = '''
+from harness import Suite, Workload, variant
+
+class {cls}(Suite):
+    name = "{name}"
+    grid = {{"n": [1]}}
+
+    @variant()
+    def a(self, state, params):
+        return Workload(lambda: None)
+'''
+
+
+def test_builtin_suites_are_discovered():
+    reg = discover()
+    assert "attention" in reg.names()
+    assert not reg.failures, [f.error for f in reg.failures]
+
+
+def test_user_folder_suites_are_found(tmp_path, write_suite):
+    write_suite("one", GOOD.format(cls="One", name="one"), tmp_path / "mine")
+    write_suite("two", GOOD.format(cls="Two", name="two"), tmp_path / "mine")
+    reg = discover(extra=[tmp_path / "mine"], builtin=False)
+    assert reg.names() == ["one", "two"]
+
+
+def test_duplicate_suite_names_raise(tmp_path, write_suite):
+    a = write_suite("a", GOOD.format(cls="A", name="same"))
+    b = write_suite("b", GOOD.format(cls="B", name="same"))
+    with pytest.raises(RegistryError, match="duplicate suite name 'same'"):
+        discover(extra=[a, b], builtin=False)
+
+
+def test_unknown_name_suggests_close_names():
+    reg = discover()
+    with pytest.raises(RegistryError, match=r"unknown suite 'atention' \(did you mean 'attention'( or '\w+')*\?\)"):
+        reg.get("atention")
+
+
+def test_broken_suite_file_is_reported_and_others_still_load(tmp_path, write_suite):
+    folder = tmp_path / "s"
+    write_suite("good", GOOD.format(cls="Good", name="good"), folder)
+    write_suite("broken", "import torch\nraise RuntimeError('this suite is broken')\n", folder)
+    write_suite("syntax", "def oops(:\n", folder)
+    reg = discover(extra=[folder], builtin=False)
+    assert reg.names() == ["good"]
+    errors = {f.path.split("/")[-1]: f.error for f in reg.failures}
+    assert errors["broken.py"] == "RuntimeError: this suite is broken"
+    assert errors["syntax.py"].startswith("SyntaxError")
+    with pytest.raises(RegistryError, match="suite 'broken' failed to load: RuntimeError"):
+        reg.get("broken")
+
+
+def test_registry_is_frozen_after_discovery():
+    reg = discover(builtin=False)
+
+    class Late(Suite):
+        name = "late"
+        grid = {"n": [1]}
+
+        @variant()
+        def a(self, state, params):
+            return Workload(lambda: None)
+
+    with pytest.raises(RegistryError, match="frozen"):
+        reg.add(Late, "here")
+
+
+def test_declaration_errors_are_clear():
+    class NoVariants(Suite):
+        name = "novariants"
+
+    with pytest.raises(SuiteDefinitionError, match="declares no variants"):
+        NoVariants.validate()
+
+    class BadProfile(Suite):
+        name = "badprofile"
+        grid = {"n": [1]}
+        profiles = {"quick": Profile(grid={"m": [2]})}
+
+        @variant()
+        def a(self, state, params):
+            return Workload(lambda: None)
+
+    with pytest.raises(SuiteDefinitionError, match="profile 'quick' sets unknown param 'm'"):
+        BadProfile.validate()
+
+    class BadReference(Suite):
+        name = "badref"
+        grid = {"n": [1]}
+        reference = "nope"
+
+        @variant()
+        def a(self, state, params):
+            return Workload(lambda: None)
+
+    with pytest.raises(SuiteDefinitionError, match="reference 'nope' is not a variant"):
+        BadReference.validate()
+
+
+def test_duplicate_variant_names_raise():
+    with pytest.raises(SuiteDefinitionError, match="variant 'x' declared twice"):
+
+        class Twice(Suite):
+            @variant("x")
+            def a(self, state, params):
+                return Workload(lambda: None)
+
+            @variant("x")
+            def b(self, state, params):
+                return Workload(lambda: None)
+
+
+def test_spec_hash_ignores_comments_but_not_workload(tmp_path, write_suite):
+    from harness.registry import import_file, suites_in_module
+
+    base = GOOD.format(cls="H", name="h")
+    p1 = write_suite("h1", base)
+    p2 = write_suite("h2", base.replace("class H(Suite):", "# a comment\nclass H(Suite):\n    '''Docs.'''"))
+    p3 = write_suite("h3", base.replace('"n": [1]', '"n": [1, 2]'))
+    h1, h2, h3 = (suites_in_module(import_file(p))[0].spec_hash() for p in (p1, p2, p3))
+    assert h1 == h2
+    assert h1 != h3

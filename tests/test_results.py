@@ -1,0 +1,107 @@
+"""Records: round trip, truncated last line, corruption, schema versions, DataFrame."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from harness.results import (
+    SCHEMA_VERSION,
+    Record,
+    RecordWriter,
+    ResultsError,
+    TruncatedRecordWarning,
+    load_run,
+    metric_value,
+    read_records,
+    records_frame,
+)
+
+
+def make_record(variant="a", status="ok", value=1.5):
+    metrics = {}
+    if status == "ok":
+        metrics = {
+            "latency": metric_value(value, "ms", "lower", median=value, iqr=0.1, n=3, samples=[value - 0.1, value, value + 0.1]),
+            "score": metric_value(0.25, "", "higher"),
+        }
+    return Record(suite="s", variant=variant, params={"n": 4, "causal": True, "dtype": "float32"}, device="cpu",
+                  status=status, reason="" if status == "ok" else "why", metrics=metrics, run_id="r1")
+
+
+def test_record_round_trip(tmp_path):
+    records = [make_record("a"), make_record("b", "oom"), make_record("c", "skipped")]
+    with RecordWriter(tmp_path) as w:
+        for r in records:
+            w.write(r)
+    back = read_records(tmp_path)
+    assert back == records
+    assert back[0].metrics["latency"]["samples"] == [1.4, 1.5, 1.6]
+
+
+def test_each_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
+    w = RecordWriter(tmp_path)
+    w.write(make_record("a"))
+    assert len(read_records(tmp_path)) == 1  # before close
+    w.write(make_record("b"))
+    assert len(read_records(tmp_path)) == 2
+    w.close()
+
+
+def test_nan_is_stored_as_null():
+    r = make_record()
+    r.metrics["score"]["value"] = math.nan
+    assert json.loads(r.to_json())["metrics"]["score"]["value"] is None
+
+
+def test_truncated_last_line_is_tolerated_and_reported(tmp_path):
+    with RecordWriter(tmp_path) as w:
+        w.write(make_record("a"))
+        w.write(make_record("b"))
+    path = tmp_path / "records.jsonl"
+    text = path.read_text()
+    path.write_text(text + make_record("c").to_json()[:40])  # killed mid-write
+    with pytest.warns(TruncatedRecordWarning, match="line 3 is truncated"):
+        back = read_records(path)
+    assert [r.variant for r in back] == ["a", "b"]
+
+
+def test_corrupt_middle_line_is_an_error(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text(make_record("a").to_json() + "\n{not json\n" + make_record("b").to_json() + "\n")
+    with pytest.raises(ResultsError, match="line 2 is not valid JSON"):
+        read_records(path)
+
+
+def test_other_schema_version_is_refused(tmp_path):
+    data = json.loads(make_record().to_json())
+    data["schema_version"] = SCHEMA_VERSION + 1
+    (tmp_path / "records.jsonl").write_text(json.dumps(data) + "\n")
+    with pytest.raises(ResultsError, match="schema version"):
+        read_records(tmp_path)
+
+
+def test_unknown_status_is_refused():
+    with pytest.raises(ValueError, match="status must be one of"):
+        make_record(status="exploded")
+
+
+def test_missing_run_folder_is_an_error(tmp_path):
+    with pytest.raises(ResultsError, match="no such run folder"):
+        load_run(tmp_path / "nope")
+    with pytest.raises(ResultsError, match="not a run folder"):
+        load_run(tmp_path)
+
+
+def test_records_frame_is_long_with_one_row_per_metric(tmp_path):
+    df = records_frame([make_record("a"), make_record("b", "failed")])
+    ok = df[df.variant == "a"]
+    assert sorted(ok.metric) == ["latency", "score"]
+    lat = ok[ok.metric == "latency"].iloc[0]
+    assert (lat["value"], lat["unit"], lat["better"], lat["median"], lat["n"]) == (1.5, "ms", "lower", 1.5, 3)
+    assert lat["param.n"] == 4
+    failed = df[df.variant == "b"]
+    assert len(failed) == 1 and failed.iloc[0].status == "failed" and pd.isna(failed.iloc[0].metric)
