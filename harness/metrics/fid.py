@@ -1,0 +1,235 @@
+"""FID and KID through torch-fidelity, offline; and a float64 Frechet distance on any features.
+
+The Inception-v3 network behind FID is read from a local file only: the path in
+``$HARNESS_INCEPTION_WEIGHTS``, else the file torch-fidelity itself would have downloaded into
+the torch hub cache (``<torch hub dir>/checkpoints/weights-inception-2015-12-05-6726825d.pth``).
+Nothing is downloaded. Where no weights file is found, :func:`fid_kid` returns a result with
+status ``unavailable`` and the reason, never a number computed some other way.
+
+:func:`frechet_distance` is the same distance on features a caller computes itself (data
+space, a small classifier's features): it is reported under its own name, not as FID.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+INCEPTION_ENV = "HARNESS_INCEPTION_WEIGHTS"
+FID_FEATURE_LAYER = "2048"  # the pool3 features of the standard FID
+
+
+def hub_inception_path() -> Path:
+    """Where torch-fidelity caches its Inception weights (torch hub ``checkpoints`` folder)."""
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(URL_INCEPTION_V3)
+
+
+def inception_weights_path() -> tuple[Path | None, str]:
+    """The local Inception weights file and where it came from, or None and why there is none."""
+    configured = os.environ.get(INCEPTION_ENV)
+    if configured:
+        path = Path(configured).expanduser()
+        if path.is_file():
+            return path, f"${INCEPTION_ENV}"
+        return None, f"${INCEPTION_ENV} names {path}, which is not a file"
+    try:
+        hub = hub_inception_path()
+    except ImportError as exc:
+        return None, f"torch-fidelity is not importable: {exc}"
+    if hub.is_file():
+        return hub, "torch hub cache"
+    return None, (
+        f"no Inception weights on this machine: set ${INCEPTION_ENV} to the torch-fidelity "
+        f"Inception .pth file, or place it at {hub}"
+    )
+
+
+@dataclass
+class FidResult:
+    """FID/KID of generated images against reference images, or why they could not be computed."""
+
+    status: str  # "ok" or "unavailable"
+    reason: str = ""
+    fid: float = math.nan
+    kid_mean: float = math.nan
+    kid_std: float = math.nan
+    n_generated: int = 0
+    n_reference: int = 0
+    weights_path: str = ""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def metric_values(self) -> dict[str, dict[str, Any]]:
+        """``{"fid": {...}, "kid": {...}}`` in the form a suite's ``evaluate`` returns."""
+        common = {"n_samples": self.n_generated, "n_reference": self.n_reference, "status": self.status}
+        if self.ok:
+            common["weights"] = self.weights_path
+        else:
+            common["reason"] = self.reason
+        out = {"fid": {"value": self.fid, **common}}
+        out["kid"] = {"value": self.kid_mean, "std": self.kid_std, **common}
+        return out
+
+
+def to_uint8_rgb(images) -> "Any":
+    """Float images in [-1, 1], shape (N, C, H, W) with C in {1, 3}, to uint8 (N, 3, H, W) on the CPU."""
+    import torch
+
+    x = images.detach().to("cpu", torch.float32)
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, 1|3, H, W), got {tuple(x.shape)}")
+    x = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    return x.contiguous()
+
+
+def _as_input(images):
+    """What torch-fidelity takes: a folder path as is, tensors as a Dataset of uint8 (3, H, W) images."""
+    from torch.utils.data import Dataset
+
+    if isinstance(images, (str, os.PathLike)):
+        return str(images)  # a folder of image files: torch-fidelity reads it
+    data = images.detach().cpu().contiguous() if str(getattr(images, "dtype", "")) == "torch.uint8" \
+        else to_uint8_rgb(images)
+
+    class UInt8Images(Dataset):
+        def __len__(self) -> int:
+            return int(data.shape[0])
+
+        def __getitem__(self, i):
+            return data[i]
+
+    return UInt8Images()
+
+
+def fid_kid(
+    generated,
+    reference,
+    *,
+    weights_path: str | os.PathLike | None = None,
+    device: str = "cpu",
+    kid: bool = True,
+    batch_size: int = 64,
+    kid_subset_size: int = 1000,
+) -> FidResult:
+    """FID (and KID) with torch-fidelity's Inception-v3 read from a local weights file.
+
+    ``generated`` and ``reference`` are float images in [-1, 1] (N, C, H, W), uint8 images
+    (N, 3, H, W) or a folder of image files. ``weights_path`` defaults to
+    :func:`inception_weights_path`; without a file the result is ``unavailable`` with the reason.
+    KID's subset size is capped at the smaller sample count.
+    """
+    if weights_path is None:
+        found, where = inception_weights_path()
+        if found is None:
+            return FidResult("unavailable", reason=where, n_generated=_count(generated), n_reference=_count(reference))
+        weights_path = found
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        return FidResult("unavailable", reason=f"Inception weights file {weights_path} does not exist",
+                         n_generated=_count(generated), n_reference=_count(reference))
+    try:
+        import torch_fidelity
+    except ImportError as exc:  # pragma: no cover - a dependency of the project
+        return FidResult("unavailable", reason=f"torch-fidelity is not importable: {exc}")
+
+    input1, input2 = _as_input(generated), _as_input(reference)
+    n1, n2 = _count(input1), _count(input2)
+    subset = max(2, min(kid_subset_size, n1, n2))
+    try:
+        metrics = torch_fidelity.calculate_metrics(
+            input1=input1,
+            input2=input2,
+            fid=True,
+            kid=kid and min(n1, n2) >= 2,
+            kid_subset_size=subset,
+            feature_extractor="inception-v3-compat",
+            feature_extractor_weights_path=str(weights_path),
+            cuda=str(device).startswith("cuda"),
+            batch_size=batch_size,
+            cache=False,  # never write feature caches next to torch hub
+            save_cpu_ram=True,  # no DataLoader worker processes
+            verbose=False,
+        )
+    except Exception as exc:  # noqa: BLE001 - e.g. a weights file of another network: reported, not raised
+        return FidResult("unavailable", reason=f"torch-fidelity failed with {weights_path}: "
+                         f"{type(exc).__name__}: {str(exc)[:200]}", n_generated=n1, n_reference=n2)
+    result = FidResult(
+        "ok",
+        fid=float(metrics["frechet_inception_distance"]),
+        n_generated=n1,
+        n_reference=n2,
+        weights_path=str(weights_path),
+    )
+    if "kernel_inception_distance_mean" in metrics:
+        result.kid_mean = float(metrics["kernel_inception_distance_mean"])
+        result.kid_std = float(metrics["kernel_inception_distance_std"])
+        result.extras["kid_subset_size"] = subset
+    return result
+
+
+def _count(images) -> int:
+    if isinstance(images, (str, os.PathLike)):
+        path = Path(images)
+        return sum(1 for p in path.rglob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg")) if path.is_dir() else 0
+    try:
+        return len(images)
+    except TypeError:
+        return 0
+
+
+# --------------------------------------------------------------------------- Frechet distance
+def feature_statistics(features) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and (unbiased) covariance of (N, D) features, in float64."""
+    f = _float64(features).reshape(len(features), -1)
+    if f.shape[0] < 2:
+        raise ValueError("the Frechet distance needs at least 2 samples")
+    return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1^1/2 S2 S1^1/2)^1/2), in float64.
+
+    The matrix square root uses symmetric eigen-decompositions (negative eigenvalues from
+    round-off are clipped to zero), so it stays real for singular covariances, which is what
+    few samples in many dimensions give.
+    """
+    mu1, mu2 = _float64(mu1).ravel(), _float64(mu2).ravel()
+    s1 = np.atleast_2d(_float64(sigma1))
+    s2 = np.atleast_2d(_float64(sigma2))
+    if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != (mu1.size, mu1.size):
+        raise ValueError(f"shapes do not match: mu {mu1.shape}/{mu2.shape}, sigma {s1.shape}/{s2.shape}")
+    s1, s2 = (s1 + s1.T) / 2, (s2 + s2.T) / 2
+    w1, v1 = np.linalg.eigh(s1)
+    root1 = (v1 * np.sqrt(np.clip(w1, 0, None))) @ v1.T
+    middle = root1 @ s2 @ root1
+    eig = np.linalg.eigvalsh((middle + middle.T) / 2)
+    trace_sqrt = float(np.sqrt(np.clip(eig, 0, None)).sum())
+    diff = mu1 - mu2
+    value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
+    return max(value, 0.0)  # a distance: round-off on singular covariances can dip below zero
+
+
+def frechet_distance_features(features1, features2) -> float:
+    """Frechet distance between the Gaussians fitted to two sets of (N, D) features."""
+    return frechet_distance(*feature_statistics(features1), *feature_statistics(features2))
+
+
+def _float64(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        import torch
+
+        return x.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(x, dtype=np.float64)
