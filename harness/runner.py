@@ -179,17 +179,11 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
     if energy_before is not None and energy_after is not None and stats.n:
         info["energy_mj_per_call"] = (energy_after - energy_before) / (stats.n)
 
-    want_output = suite.wants_output(case.variant) and workload.output is None
-    count = workload.flops is None
-
-    def probe():
-        if count:
-            return count_flops(workload.fn)
-        return None, workload.fn()
-
-    peak_bytes, (counted, out) = measure_peak_memory(probe, device)
+    # Memory and FLOPs from separate untimed calls: the FLOP counter keeps tensors alive
+    # (activations that checkpointing would free), which would inflate the peak.
+    peak_bytes, out = measure_peak_memory(workload.fn, device)
     metrics[PEAK_MEMORY.name] = metric_value(peak_bytes / MIB, PEAK_MEMORY.unit, PEAK_MEMORY.better, bytes=peak_bytes)
-    flops = counted if count else workload.flops
+    flops = count_flops(workload.fn)[0] if workload.flops is None else workload.flops
     if flops and flops > 0 and stats.median > 0:
         info["flops"] = flops
         metrics[TFLOPS.name] = metric_value(flops / (stats.median * 1e-3) / 1e12, TFLOPS.unit, TFLOPS.better)
@@ -319,7 +313,8 @@ class IsolatedExecutor:
         """Start a worker and wait until it has imported the suites; a reason if it could not."""
         parent, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(
-            target=_worker_main, args=(child, self.locations, self.run_id, self.threads), daemon=True
+            # not a daemon: a case may start processes of its own (e.g. a largest-batch search)
+            target=_worker_main, args=(child, self.locations, self.run_id, self.threads), daemon=False
         )
         self.proc.start()
         child.close()
