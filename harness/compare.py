@@ -339,23 +339,29 @@ def to_markdown(c: Comparison, changes_only: bool = False) -> str:
     if not rows:
         out.append("(no row changed)" if c.rows else "(no rows)")
         return "\n".join(out) + "\n"
-    varying, fixed = _varying_params(rows)
-    if fixed:
-        out.append("Fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
+    suites = list(dict.fromkeys(r.suite for r in rows))
+    for suite in suites:  # one table per suite: each has its own params
+        srows = [r for r in rows if r.suite == suite]
+        varying, fixed = _varying_params(srows)
+        out.append(f"#### {suite}")
         out.append("")
-    header = ["verdict", "suite", "variant"] + varying + ["metric", "A", "B", "ratio", "p", "note"]
-    out.append("| " + " | ".join(header) + " |")
-    out.append("|" + "|".join("---" for _ in header) + "|")
-    for r in rows:
-        unit = f" {r.unit}" if r.unit else ""
-        a = fmt_number(r.a) + unit if r.a is not None else ""
-        b = fmt_number(r.b) + unit if r.b is not None else ""
-        p = f"{r.p_value:.2g}" if r.p_value is not None else ""
-        verdict = f"**{r.verdict}**" if r.regression else r.verdict
-        vals = [verdict, r.suite, r.variant] + [str(r.params.get(k, "")) for k in varying] + [
-            r.metric, a, b, _ratio_text(r), p, r.note.replace("|", "/")]
-        out.append("| " + " | ".join(vals) + " |")
-    return "\n".join(out) + "\n"
+        if fixed:
+            out.append("Fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
+            out.append("")
+        header = ["verdict", "variant"] + varying + ["metric", "A", "B", "ratio", "p", "note"]
+        out.append("| " + " | ".join(header) + " |")
+        out.append("|" + "|".join("---" for _ in header) + "|")
+        for r in srows:
+            unit = f" {r.unit}" if r.unit else ""
+            a = fmt_number(r.a) + unit if r.a is not None else ""
+            b = fmt_number(r.b) + unit if r.b is not None else ""
+            p = f"{r.p_value:.2g}" if r.p_value is not None else ""
+            verdict = f"**{r.verdict}**" if r.regression else r.verdict
+            vals = [verdict, r.variant] + [str(r.params.get(k, "")) for k in varying] + [
+                r.metric, a, b, _ratio_text(r), p, r.note.replace("|", "/")]
+            out.append("| " + " | ".join(vals) + " |")
+        out.append("")
+    return "\n".join(out)
 
 
 def to_json(c: Comparison) -> str:

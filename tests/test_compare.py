@@ -137,7 +137,7 @@ def test_formats_and_exit_codes(tmp_path, capsys):
     assert {"verdict", "ratio", "p_value"} <= set(rows[0]) and float(rows[0]["ratio"]) > 1
     assert main(["compare", str(a), str(b), "--changes-only"]) == 1
     out = capsys.readouterr().out
-    assert "| **slower** | toy | base |" in out and "| same |" not in out
+    assert "#### toy" in out and "| **slower** | base |" in out and "| same |" not in out
     assert main(["compare", str(a), str(b), "--threshold", "time=0.5", "--threshold", "rate=0.5"]) == 0
     capsys.readouterr()
     assert main(["compare", str(a), str(b), "--threshold", "speed=0.1"]) == 2
