@@ -96,7 +96,7 @@ def _env_overrides() -> tuple[dict[str, list[str]], list[str] | None]:
 
 def layout(cls) -> Layout:
     """Plan the suite for the asv profile and lay the cases out as asv params."""
-    from .export import _column_label
+    from .export import column_label
     from .plan import PlanError, plan_suite
 
     profile = os.environ.get(ENV_PROFILE, "").strip() or DEFAULT_PROFILE
@@ -117,7 +117,7 @@ def layout(cls) -> Layout:
         for k in grid_names:
             if p[k] not in values[k]:
                 values[k].append(p[k])
-        label = _column_label(case.variant, {k: v for k, v in p.items() if k not in case.grid_params})
+        label = column_label(case.variant, {k: v for k, v in p.items() if k not in case.grid_params})
         if label not in labels:
             labels.append(label)
         by_point[tuple(p[k] for k in grid_names) + (label,)] = case

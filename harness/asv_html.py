@@ -37,7 +37,7 @@ def localize(html_dir: str | Path, assets: Path | None = None) -> list[str]:
     missing: list[str] = []
 
     def swap(match: re.Match) -> str:
-        tag, attr, url = match.group(1), match.group(2), match.group(3)
+        url = match.group(3)
         name = url.rsplit("/", 1)[-1]
         local = assets / name
         if not local.is_file() or not name.endswith((".js", ".css")):

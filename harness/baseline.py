@@ -23,7 +23,7 @@ from typing import Any
 
 from .paths import PROJECT_ROOT
 from .registry import suggest
-from .results import SCHEMA_VERSION, Record, ResultsError, TruncatedRecordWarning, _clean, load_run, write_json
+from .results import SCHEMA_VERSION, Record, ResultsError, TruncatedRecordWarning, json_safe, load_run, write_json
 
 BASELINE_SCHEMA = "dl-harness-baseline"
 BASELINE_SCHEMA_VERSION = 1
@@ -220,4 +220,4 @@ def baseline_summary(rs: ResultSet) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for r in rs.records:
         counts[r.status] = counts.get(r.status, 0) + 1
-    return _clean({"label": rs.label, "device": rs.describe_device(), "cases": len(rs.records), "statuses": counts})
+    return json_safe({"label": rs.label, "device": rs.describe_device(), "cases": len(rs.records), "statuses": counts})

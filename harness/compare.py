@@ -35,7 +35,7 @@ from typing import Any
 
 from .baseline import ResultSet
 from .export import fmt_number
-from .results import ResultsError, _clean
+from .results import ResultsError, json_safe
 
 FAILED_STATUSES = ("failed", "oom", "timeout", "crashed")
 REGRESSIONS = ("slower", "worse", "failed")
@@ -373,7 +373,7 @@ def to_json(c: Comparison) -> str:
         "notes": c.notes,
         "rows": [{**asdict(r), "regression": r.regression} for r in c.rows],
     }
-    return json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
 
 
 def to_csv(c: Comparison) -> str:

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from .results import Record, _clean
+from .results import Record, json_safe
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 
@@ -54,7 +54,8 @@ class Table:
         return out
 
 
-def _column_label(variant: str, vparams: dict[str, Any]) -> str:
+def column_label(variant: str, vparams: dict[str, Any]) -> str:
+    """A table column's name: the variant with its own params, e.g. ``performer[features=16]``."""
     if not vparams:
         return variant
     return variant + "[" + ",".join(f"{k}={v}" for k, v in vparams.items()) + "]"
@@ -97,7 +98,7 @@ def build_tables(
             ref_values: dict[tuple, float] = {}
             for r in recs:
                 rkey = tuple(r.params[k] for k in varying)
-                col = _column_label(r.variant, {k: v for k, v in r.params.items() if k not in common})
+                col = column_label(r.variant, {k: v for k, v in r.params.items() if k not in common})
                 if col not in table.columns:
                     table.columns.append(col)
                 m = r.metrics.get(mname)
@@ -344,7 +345,7 @@ def to_json(tables: list[Table]) -> str:
                 ],
             }
         )
-    return json.dumps(_clean(data), indent=2, allow_nan=False) + "\n"
+    return json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
 
 
 def render(tables: list[Table], fmt: str) -> str:

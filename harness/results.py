@@ -51,7 +51,7 @@ class Record:
             raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
 
     def to_json(self) -> str:
-        return json.dumps(_clean(asdict(self)), sort_keys=False, allow_nan=False)
+        return json.dumps(json_safe(asdict(self)), sort_keys=False, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
@@ -70,12 +70,12 @@ def metric_value(value: float, unit: str, better: str, **extra: Any) -> dict[str
     return {"value": value, "unit": unit, "better": better, **extra}
 
 
-def _clean(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """JSON-safe copy: NaN/inf become None, tuples lists, numpy scalars Python numbers."""
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
     if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
@@ -161,7 +161,7 @@ def read_json(path: Path) -> dict[str, Any]:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
     os.replace(tmp, path)
 
 
