@@ -193,6 +193,12 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
         )
     specs = suite.metric_specs()
     extra = dict(workload.metrics)
+    if workload.per_item_latency and workload.items:
+        per = workload.items
+        extra[workload.per_item_latency] = {
+            "value": stats.median / per, "median": stats.median / per, "iqr": stats.iqr / per, "n": stats.n,
+            "items": per, "samples": [ms / per for ms in result.samples_ms],
+        }
     if suite.wants_output(case.variant):
         output = workload.output() if workload.output is not None else out
         extra.update(suite.evaluate(state, case.params_dict, case.variant, output) or {})

@@ -103,12 +103,15 @@ class Workload:
     samples, tokens) for the throughput metric. ``output`` (a callable) returns what quality
     metrics look at; by default the result of one extra, untimed call of ``fn``.
     ``metrics`` are extra metric values the variant already knows (e.g. network evaluations).
+    ``per_item_latency`` names a suite metric (unit ms) that receives the measured latency
+    divided by ``items``, with its spread (e.g. ``latency_per_image`` of a batched sampler).
     """
 
     fn: Callable[[], Any]
     flops: float | None = None
     items: float | None = None
     items_unit: str = "items/s"
+    per_item_latency: str | None = None
     output: Callable[[], Any] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     timing: Timing | None = None

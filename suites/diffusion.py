@@ -40,9 +40,8 @@ Model sources (grid param ``source``):
   FID/KID against the image folder in ``$HARNESS_FID_REFERENCE``; skipped without the model.
 
 Speed: the engine's ``latency`` is one batch of ``batch`` samples, end to end (it excludes the
-scheduler's construction, includes ``set_timesteps``); ``latency_per_image`` divides the median
-device-synchronised wall time of the sampler's calls (warm-up and timed ones; not the CPU memory
-probe, which runs under the profiler) by the batch; ``nfe`` counts network evaluations. On the
+scheduler's construction, includes ``set_timesteps``); ``latency_per_image`` is that latency
+(median, spread and samples) divided by the batch; ``nfe`` counts network evaluations. On the
 CPU the ``gmm`` loop runs on one thread (recorded as ``info.threads``): its tensors are too small
 for intra-op threads to help, and on a busy machine they make it many times slower.
 FLOPs are not counted (``flops=0``): counting a 1000-step loop costs more than running it.
@@ -54,7 +53,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -205,7 +203,6 @@ class SamplerRun:
     def __init__(self, state: SourceState, scheduler, steps: int, spacing: str, step_kwargs: dict):
         self.state, self.scheduler, self.steps, self.spacing = state, scheduler, steps, spacing
         self.step_kwargs = step_kwargs
-        self.call_ms: list[float] = []
         self.nfe = 0
         self._last: torch.Tensor | None = None
         set_steps(scheduler, steps, spacing, state.device)  # validates the sequence before timing
@@ -225,15 +222,7 @@ class SamplerRun:
         return x
 
     def __call__(self) -> torch.Tensor:
-        cuda = self.state.device.startswith("cuda")
-        if cuda:
-            torch.cuda.synchronize(self.state.device)
-        t0 = time.perf_counter()
         x = self.sample_batch(0)
-        if cuda:
-            torch.cuda.synchronize(self.state.device)
-        if not _profiler_active():  # the engine's CPU memory probe runs under the profiler: slower
-            self.call_ms.append((time.perf_counter() - t0) * 1e3)
         self._last = x
         return x
 
@@ -244,16 +233,15 @@ class SamplerRun:
         parts = [first]
         for i in range(1, math.ceil(len(st.noise) / st.batch)):
             parts.append(self.sample_batch(i))
-        return Samples(torch.cat(parts)[: len(st.noise)], self.nfe, list(self.call_ms), st.batch)
+        return Samples(torch.cat(parts)[: len(st.noise)], self.nfe, st.batch)
 
 
 @dataclass
 class Samples:
-    """The output quality metrics see: samples, NFE of one batch, and the wall times of calls."""
+    """The output quality metrics see: samples, the NFE of one batch, and the batch size."""
 
     x: torch.Tensor
     nfe: int
-    call_ms: list[float]
     batch: int
 
 
@@ -290,7 +278,7 @@ class Diffusion(Suite):
     }
     reference = "ddpm"
     metrics = [
-        Metric("latency_per_image", "ms", "lower", "median wall time of one sampling call divided by the batch"),
+        Metric("latency_per_image", "ms", "lower", "latency of one batch divided by the batch size"),
         Metric("nfe", "", "lower", "network evaluations per sample", ratio=False),
         Metric("fd_data_true", "", "lower",
                "gmm: Frechet distance in data space between the samples and the mixture's true mean and covariance"),
@@ -372,7 +360,8 @@ class Diffusion(Suite):
         info = {"scheduler": type(scheduler).__name__, "timesteps": len(scheduler.timesteps),
                 "spacing": spacing, **{k: v for k, v in state.info.items()}}
         return Workload(run, flops=0, items=state.batch, items_unit="images/s", output=run.samples,
-                        metrics={"nfe": len(scheduler.timesteps)}, info=info)
+                        per_item_latency="latency_per_image", metrics={"nfe": len(scheduler.timesteps)},
+                        info=info)
 
     @variant()
     def ddpm(self, state, params):
@@ -404,12 +393,6 @@ class Diffusion(Suite):
     # ---------------------------------------------------------------- quality
     def evaluate(self, state: SourceState, params, variant, output: Samples):
         out: dict[str, Any] = {"nfe": output.nfe}
-        if output.call_ms:
-            med = float(np.median(output.call_ms))
-            q75, q25 = np.percentile(output.call_ms, [75, 25])
-            out["latency_per_image"] = {"value": med / output.batch, "median": med / output.batch,
-                                        "iqr": float(q75 - q25) / output.batch, "n": len(output.call_ms),
-                                        "batch": output.batch}
         x = output.x.detach().to("cpu", torch.float64)
         n = len(x)
         if not torch.isfinite(x).all():
@@ -448,13 +431,6 @@ class Diffusion(Suite):
             else:
                 result = fid_kid(images, reference, weights_path=weights, device=state.device)
         return result.metric_values()
-
-
-def _profiler_active() -> bool:
-    try:
-        return bool(torch._C._autograd._profiler_enabled())
-    except AttributeError:  # pragma: no cover - private API moved
-        return False
 
 
 def _unet_fn(unet) -> Callable:

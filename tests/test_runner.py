@@ -108,3 +108,23 @@ def test_undeclared_metric_is_a_failure(write_suite):
 def test_k_pattern_selects_cases(toy_suite_file, pattern, expected):
     cls = toy(toy_suite_file)
     assert [c.variant for c in plan_suite(cls, "quick", "cpu", pattern)] == expected
+
+
+def test_per_item_latency_is_the_measured_latency_divided_by_items(write_suite):
+    path = write_suite("peritem", '''
+        from harness import Metric, Suite, Workload, variant
+
+        class PerItem(Suite):
+            name = "peritem"
+            grid = {"n": [1]}
+            metrics = [Metric("latency_per_image", "ms", "lower")]
+
+            @variant()
+            def a(self, state, params):
+                return Workload(lambda: sum(range(1000)), flops=0, items=8, per_item_latency="latency_per_image")
+        ''')
+    cls = discover(extra=[path], builtin=False).get("peritem")
+    (record,) = run_cases(plan_suite(cls, "default", "cpu"), {"peritem": cls}, None, progress=False)
+    lat, per = record.metrics["latency"], record.metrics["latency_per_image"]
+    assert per["value"] == lat["median"] / 8 and per["iqr"] == lat["iqr"] / 8 and per["n"] == lat["n"]
+    assert per["samples"] == [s / 8 for s in lat["samples"]] and per["unit"] == "ms"
