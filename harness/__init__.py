@@ -5,8 +5,13 @@ and quality on the CPU or a GPU, stores every record, and renders comparison tab
 """
 
 from .suite import (
+    COUNT,
     HIGHER,
     LOWER,
+    MEMORY,
+    QUALITY,
+    RATE,
+    TIME,
     Metric,
     Profile,
     Skip,
@@ -20,8 +25,13 @@ from .suite import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "COUNT",
     "HIGHER",
     "LOWER",
+    "MEMORY",
+    "QUALITY",
+    "RATE",
+    "TIME",
     "Metric",
     "Profile",
     "Skip",

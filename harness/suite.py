@@ -22,6 +22,12 @@ LOWER = "lower"
 HIGHER = "higher"
 PROFILE_NAMES = ("quick", "default", "nightly")
 
+# What a metric measures. The kind picks comparison thresholds and verdict words
+# (faster/slower for time and rate, better/worse otherwise); it is always declared, never
+# guessed from a unit.
+TIME, RATE, MEMORY, QUALITY, COUNT = "time", "rate", "memory", "quality", "count"
+METRIC_KINDS = (TIME, RATE, MEMORY, QUALITY, COUNT)
+
 
 class Skip(Exception):
     """Raised by a variant or setup to say this case cannot run here (becomes status ``skipped``)."""
@@ -33,26 +39,35 @@ class SuiteDefinitionError(Exception):
 
 @dataclass(frozen=True)
 class Metric:
-    """A named quantity with its unit and the direction that is better."""
+    """A named quantity with its unit, the direction that is better and its kind.
+
+    ``kind`` is one of ``time``, ``rate``, ``memory``, ``quality`` (the default for a suite's
+    own metrics) and ``count``.
+    """
 
     name: str
     unit: str
     better: str = LOWER
     description: str = ""
     ratio: bool = True  # whether tables show the ratio to the reference variant
+    kind: str = QUALITY
 
     def __post_init__(self) -> None:
         if self.better not in (LOWER, HIGHER):
             raise SuiteDefinitionError(
                 f"metric {self.name!r}: better must be 'lower' or 'higher', not {self.better!r}"
             )
+        if self.kind not in METRIC_KINDS:
+            raise SuiteDefinitionError(
+                f"metric {self.name!r}: kind must be one of {', '.join(METRIC_KINDS)}, not {self.kind!r}"
+            )
 
 
 # Metrics the engine itself measures for every case that returns a Workload.
-LATENCY = Metric("latency", "ms", LOWER, "median time of one call of the operation")
-PEAK_MEMORY = Metric("peak_memory", "MiB", LOWER, "peak tensor memory during the operation, above what was allocated before")
-TFLOPS = Metric("tflops", "TFLOP/s", HIGHER, "achieved floating-point rate")
-THROUGHPUT = Metric("throughput", "items/s", HIGHER, "items processed per second")
+LATENCY = Metric("latency", "ms", LOWER, "median device time of one call of the operation", kind=TIME)
+PEAK_MEMORY = Metric("peak_memory", "MiB", LOWER, "peak tensor memory during the operation, above what was allocated before", kind=MEMORY)
+TFLOPS = Metric("tflops", "TFLOP/s", HIGHER, "achieved floating-point rate", kind=RATE)
+THROUGHPUT = Metric("throughput", "items/s", HIGHER, "items processed per second", kind=RATE)
 ENGINE_METRICS = {m.name: m for m in (LATENCY, PEAK_MEMORY, TFLOPS, THROUGHPUT)}
 
 

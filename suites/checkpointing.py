@@ -246,11 +246,11 @@ class Checkpointing(Suite):
     }
     reference = "none"
     metrics = [
-        Metric("activation_memory", "MiB", "lower", "step peak minus parameters, gradients, optimizer state and batch"),
-        Metric("total_memory", "MiB", "lower", "parameters + gradients + optimizer state + batch + activation peak"),
+        Metric("activation_memory", "MiB", "lower", "step peak minus parameters, gradients, optimizer state and batch", kind="memory"),
+        Metric("total_memory", "MiB", "lower", "parameters + gradients + optimizer state + batch + activation peak", kind="memory"),
         Metric("recompute_flops", "x", "lower", "counted forward+backward FLOPs relative to none's", ratio=False),
         Metric("grad_error", "", "lower", "largest relative L2 gradient difference from none's", ratio=False),
-        Metric("max_batch", "samples", "higher", "largest batch under mem_cap_mib (isolated probes)"),
+        Metric("max_batch", "samples", "higher", "largest batch under mem_cap_mib (isolated probes)", kind="count"),
     ]
     timing = Timing(warmup_s=0.05, budget_s=0.5, min_runs=5, rel_spread=0.01)
 

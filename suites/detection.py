@@ -132,7 +132,7 @@ class Detection(Suite):
     }
     reference = "single_scale"
     metrics = [Metric(n, "", "higher", STAT_DESCRIPTIONS[n], ratio=False) for n in STAT_NAMES] + [
-        Metric("train_time", "s", "lower", "wall time the model's training took when it ran (cached after)", ratio=False),
+        Metric("train_time", "s", "lower", "wall time the model's training took when it ran (cached after)", ratio=False, kind="time"),
     ]
     timing = Timing(warmup_s=0.1, budget_s=1.0, min_runs=5, rel_spread=0.01)
 

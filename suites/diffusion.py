@@ -278,8 +278,8 @@ class Diffusion(Suite):
     }
     reference = "ddpm"
     metrics = [
-        Metric("latency_per_image", "ms", "lower", "latency of one batch divided by the batch size"),
-        Metric("nfe", "", "lower", "network evaluations per sample", ratio=False),
+        Metric("latency_per_image", "ms", "lower", "latency of one batch divided by the batch size", kind="time"),
+        Metric("nfe", "", "lower", "network evaluations per sample", ratio=False, kind="count"),
         Metric("fd_data_true", "", "lower",
                "gmm: Frechet distance in data space between the samples and the mixture's true mean and covariance"),
         Metric("fd_data_sample", "", "lower",

@@ -181,8 +181,8 @@ class Precision(Suite):
         Metric("fwd_rel_error", "", "lower", "relative error of the forward output against float64", ratio=False),
         Metric("loss_after_k", "", "lower", "held-out loss after k_steps training steps (float32 evaluation)"),
         Metric("loss_deviation", "", "lower", "|loss_after_k - fp32's| / fp32's", ratio=False),
-        Metric("scaler_skipped_steps", "steps", "lower", "steps the gradient scaler skipped (overflow)", ratio=False),
-        Metric("total_memory", "MiB", "lower", "params + grads + optimizer state + batch + step peak"),
+        Metric("scaler_skipped_steps", "steps", "lower", "steps the gradient scaler skipped (overflow)", ratio=False, kind="count"),
+        Metric("total_memory", "MiB", "lower", "params + grads + optimizer state + batch + step peak", kind="memory"),
     ]
     timing = Timing(warmup_s=0.05, budget_s=0.5, min_runs=5, rel_spread=0.01)
 
