@@ -21,6 +21,8 @@ from .suite import (
     Workload,
     variant,
 )
+from .results import MetricValue, Record, ResultSet, load_results
+from .session import RunOptions, RunSession, run_suites
 
 __version__ = "0.1.0"
 
@@ -33,11 +35,18 @@ __all__ = [
     "RATE",
     "TIME",
     "Metric",
+    "MetricValue",
     "Profile",
+    "Record",
+    "ResultSet",
+    "RunOptions",
+    "RunSession",
     "Skip",
     "Suite",
     "SuiteDefinitionError",
     "Timing",
     "Workload",
+    "load_results",
+    "run_suites",
     "variant",
 ]

@@ -7,20 +7,19 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
+import math
 import os
 import sys
 import traceback
-import warnings
 from pathlib import Path
-from typing import Any
 
 from . import export as export_mod
-from .plan import PlanError, check_overrides, check_variants, parse_param_overrides, plan_suite
+from .plan import PlanError, parse_param_overrides, plan_cases
 from .registry import Registry, RegistryError, discover, suggest
-from .results import RUN_FILE, ENVIRONMENT_FILE, Record, RecordWriter, ResultsError, load_run, write_json
+from .results import FAILED_STATUSES, ResultsError, load_results
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
+EXIT_FAILURES = 1  # harness run: some case failed, ran out of memory, timed out or crashed
 
 
 class UsageError(Exception):
@@ -50,10 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--isolate", action="store_true", help="run each case in a worker process")
     run.add_argument("--timeout", type=float, help="per-case time limit in seconds")
     run.add_argument("--out", help="run folder to write (default: results/<run-id>)")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue an interrupted, killed or crashed run in RUN_DIR with its own plan")
     run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; recorded)")
     run.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     run.add_argument("--quiet", action="store_true", help="do not print the result tables")
     run.add_argument("--format", default="markdown", choices=export_mod.FORMATS, help="format of the printed tables")
+    run.add_argument("--allow-failures", action="store_true",
+                     help="exit 0 even when cases failed, ran out of memory, timed out or crashed")
 
     ex = sub.add_parser("export", help="render a run folder's tables")
     ex.add_argument("run_dir", metavar="RUN_DIR")
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        args.argv = ["harness", *argv]
         if args.command is None:
             parser.print_help()
             return EXIT_USAGE
@@ -85,62 +89,101 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader closed the pipe (e.g. `harness baseline list | head -1`)
+        _silence_stdout()
+        return EXIT_OK
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def _enable_faulthandler() -> None:
+    """A case that crashes the process (a segfault) leaves a Python traceback naming it."""
+    import faulthandler
+
+    try:
+        faulthandler.enable()
+    except (ValueError, OSError, AttributeError):  # stderr without a file descriptor (captured)
+        pass
+
+
+def _variant_names(items: list[str] | None) -> list[str]:
+    names = []
+    for item in items or []:
+        parts = [v.strip() for v in item.split(",")]
+        if not any(parts):
+            raise UsageError(f"--variant {item!r} names no variant")
+        names += [p for p in parts if p and p not in names]
+    return names
+
+
+def check_output(path: str) -> Path:
+    """The output file a command may write, or one clear line saying why it cannot be."""
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"--output {path} is a folder; give a file name")
+    if not target.parent.is_dir():
+        raise UsageError(f"--output {path}: the folder {target.parent} does not exist")
+    if not os.access(target.parent, os.W_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise UsageError(f"--output {path} cannot be written: permission denied")
+    return target
+
+
+def write_output(path: str, text: str) -> None:
+    """Write a command's output file, or one clear line saying why it cannot be written."""
+    target = check_output(path)
+    try:
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"--output {path} cannot be written: {exc.strerror or exc}") from None
 
 
 # --------------------------------------------------------------------------- helpers
-def resolve_targets(targets: list[str]) -> tuple[Registry, list[type]]:
-    """Suite names and paths -> (registry, selected suite classes in order)."""
+def resolve_targets(targets: list[str]) -> tuple[Registry, list[type], list]:
+    """Suite names and paths -> (registry, selected suite classes in order, load failures that
+    concern the selection: every broken file when no target is named, else those in the named
+    folders). A named suite file that fails to load is an error."""
     paths = [t for t in targets if _looks_like_path(t)]
     reg = discover(extra=paths)
     selected: list[type] = []
-    if not targets:
-        selected = [reg.suites[n] for n in reg.names()]
+    failures = list(reg.failures) if not targets else []
     for t in targets:
         if _looks_like_path(t):
-            from .registry import import_file, suites_in_module
-
-            failed = [f for f in reg.failures if Path(f.path).resolve() == Path(t).resolve()]
-            if failed:
+            classes, failed = reg.from_path(t)
+            if failed and Path(t).is_file():
                 raise RegistryError(f"suite file {t} failed to load: {failed[0].error}")
-            files = [Path(t)] if Path(t).is_file() else sorted(Path(t).glob("*.py"))
-            for f in files:
-                if f.name.startswith("_"):
-                    continue
-                for cls in suites_in_module(import_file(f)):
-                    if cls not in selected:
-                        selected.append(cls)
+            failures += [f for f in failed if f not in failures]
+            if not classes and not failed:
+                raise RegistryError(f"no suite found in {t}")
         else:
-            cls = reg.get(t)
-            if cls not in selected:
-                selected.append(cls)
-    if targets and not selected:
-        raise RegistryError("no suite found in " + ", ".join(targets))
-    return reg, selected
+            classes = [reg.get(t)]
+        selected += [c for c in classes if c not in selected]
+    if not targets:
+        selected = [reg.suites[n] for n in reg.names()]
+    if not selected:
+        detail = "; ".join(f"{f.path}: {f.error}" for f in failures)
+        raise RegistryError("no suite could be loaded" + (f" ({detail})" if detail else ""))
+    return reg, selected, failures
 
 
 def _looks_like_path(t: str) -> bool:
     return t.endswith(".py") or os.sep in t or Path(t).is_dir()
 
 
-def _warn_failures(reg: Registry) -> None:
-    for f in reg.failures:
+def _warn_failures(failures) -> None:
+    for f in failures:
         print(f"harness: warning: suite file {f.path} failed to load: {f.error}", file=sys.stderr)
-
-
-def suite_meta(cls) -> dict[str, Any]:
-    return {
-        "reference": cls.reference,
-        "description": cls.description,
-        "spec_hash": cls.spec_hash(),
-        "variants": list(cls.variants()),
-        "grid": {k: list(v) for k, v in cls.grid.items()},
-        "metrics": {n: {"unit": m.unit, "better": m.better, "ratio": m.ratio} for n, m in cls.metric_specs().items()},
-    }
 
 
 # --------------------------------------------------------------------------- commands
 def cmd_list(args) -> int:
-    reg, selected = resolve_targets(args.targets)
+    _, selected, failures = resolve_targets(args.targets)
     for cls in selected:
         print(f"{cls.suite_name()}: {cls.description}")
         print(f"  reference: {cls.reference}")
@@ -166,117 +209,78 @@ def cmd_list(args) -> int:
             variants = f"; variants {list(prof.variants)}" if prof.variants else ""
             print(f"    {pname}: {grid}{variants}")
         print()
-    _warn_failures(reg)
-    return EXIT_OK if not reg.failures else 1
-
-
-def default_run_id(device: str) -> str:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{device.replace(':', '')}"
+    _warn_failures(failures)
+    return EXIT_OK if not failures else 1
 
 
 def cmd_run(args) -> int:
-    import torch
+    from .environment import resolve_device
+    from .session import RunOptions, RunSession
 
-    from .environment import fingerprint, resolve_device
-    from .runner import run_cases
-
+    _enable_faulthandler()
     against = _load_against(args)  # a bad baseline name fails before anything runs
-    reg, selected = resolve_targets(args.targets)
-    if not args.targets:
-        _warn_failures(reg)
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError(f"--threads must be at least 1, not {args.threads}")
-        torch.set_num_threads(args.threads)
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, not {args.timeout:g}")
+    if args.resume:
+        if args.targets or args.out or args.param or args.variant or args.pattern:
+            raise UsageError("--resume continues the run's own plan; give no suites, --out, --param, --variant or -k")
+        session = RunSession.resume(args.resume, progress=not args.no_progress)
+        return _finish_run(args, session, session.run_remaining(), against)
+    _, selected, failures = resolve_targets(args.targets)
+    _warn_failures(failures)
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, not {args.threads}")
+    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
+        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     try:
         device = resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     overrides = parse_param_overrides(args.param)
-    check_overrides(selected, overrides)
-    only = [v.strip() for item in args.variant or [] for v in item.split(",") if v.strip()]
-    check_variants(selected, only)
-    cases = []
-    for cls in selected:
-        if args.profile not in cls.profile_names():
-            raise PlanError(f"suite {cls.suite_name()!r} has no profile {args.profile!r}{suggest(args.profile, cls.profile_names())}")
-        cases += plan_suite(cls, args.profile, device, args.pattern, overrides, only)
-    if not cases:
-        raise PlanError(f"no case matches -k {args.pattern!r}" if args.pattern else "no case matches the selection")
-    run_id = default_run_id(device)
-    out = Path(args.out) if args.out else Path("results") / run_id
-    if out.exists() and any(out.iterdir()):
-        raise UsageError(f"--out {out} already exists and is not empty; choose a new folder")
-    out.mkdir(parents=True, exist_ok=True)
-    suites = {cls.suite_name(): cls for cls in selected}
-    meta = {
-        "run_id": run_id,
-        "argv": ["harness", "run", *sys.argv[2:]] if sys.argv[1:2] == ["run"] else None,
-        "profile": args.profile,
-        "device": device,
-        "pattern": args.pattern,
-        "param_overrides": overrides,
-        "isolate": bool(args.isolate),
-        "timeout_s": args.timeout,
-        "threads": torch.get_num_threads(),
-        "suites": {name: suite_meta(cls) for name, cls in suites.items()},
-        "load_failures": [{"path": f.path, "error": f.error} for f in reg.failures],
-        "started_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "n_cases": len(cases),
-        "finished": False,
-    }
-    write_json(out / RUN_FILE, meta)
-    write_json(out / ENVIRONMENT_FILE, fingerprint(device))
-    if not args.targets and reg.failures:
-        with RecordWriter(out) as w:
-            for f in reg.failures:
-                w.write(Record(suite=Path(f.path).stem, variant="*", params={}, device=device, status="failed",
-                               reason=f"suite file failed to load: {f.error}", run_id=run_id))
-    records = run_cases(
-        cases, suites, out, run_id=run_id, isolate=args.isolate, timeout_s=args.timeout,
-        progress=not args.no_progress, threads=args.threads,
+    only = _variant_names(args.variant)
+    cases = plan_cases(selected, args.profile, device, args.pattern, overrides, only)
+    options = RunOptions(
+        device=device, profile=args.profile, isolate=bool(args.isolate), timeout_s=args.timeout,
+        threads=args.threads, progress=not args.no_progress, pattern=args.pattern, param_overrides=overrides,
+        variants=only, argv=args.argv,
     )
-    counts: dict[str, int] = {}
-    for r in records:
-        counts[r.status] = counts.get(r.status, 0) + 1
-    meta.update(finished=True, status_counts=counts,
-                finished_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    write_json(out / RUN_FILE, meta)
+    session = RunSession(Path(args.out) if args.out else None, cases, {c.suite_name(): c for c in selected},
+                         options, load_failures=failures)
+    return _finish_run(args, session, session.run(), against)
+
+
+def _finish_run(args, session, results, against) -> int:
+    """Print the tables and the summary of a finished run; its exit code."""
     if not args.quiet:
-        tables = export_mod.build_tables(records, meta["suites"])
+        tables = export_mod.build_tables(results.records, results.suites_meta)
         print(export_mod.render(tables, args.format))
+    counts = results.status_counts()
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    print(f"harness: {len(records)} cases ({summary}); run folder {out}", file=sys.stderr)
-    code = EXIT_OK if not (reg.failures and not args.targets) else 1
+    print(f"harness: {len(results.records)} cases ({summary}); run folder {session.folder}", file=sys.stderr)
+    bad = sum(n for s, n in counts.items() if s in FAILED_STATUSES)
+    code = EXIT_OK
+    if bad and not args.allow_failures:
+        print(f"harness: {bad} case(s) did not succeed; exit 1 (--allow-failures keeps exit 0)", file=sys.stderr)
+        code = EXIT_FAILURES
     if against is not None:
-        code = max(code, _compare_against(against, out, args))
+        code = max(code, _compare_against(against, results, args))
     return code
 
 
 def cmd_export(args) -> int:
     if args.format not in export_mod.FORMATS:
         raise UsageError(f"unknown format {args.format!r}{suggest(args.format, export_mod.FORMATS)}")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        run = load_run(args.run_dir)
-    for w in caught:
-        print(f"harness: warning: {w.message}", file=sys.stderr)
-    if not run.records:
-        raise ResultsError(f"{args.run_dir} holds no records")
-    suites_meta = run.meta.get("suites", {})
+    run = load_results(args.run_dir, strict=False)
+    for w in run.warnings:
+        print(f"harness: warning: {w}", file=sys.stderr)
     if args.suite and args.suite not in {r.suite for r in run.records}:
         raise UsageError(f"run has no suite {args.suite!r}{suggest(args.suite, sorted({r.suite for r in run.records}))}")
     if args.metric:
         known = sorted({m for r in run.records for m in r.metrics})
         if args.metric not in known:
             raise UsageError(f"run has no metric {args.metric!r}{suggest(args.metric, known)}")
-    tables = export_mod.build_tables(run.records, suites_meta, metric=args.metric, suite=args.suite)
+    tables = export_mod.build_tables(run.records, run.suites_meta, metric=args.metric, suite=args.suite)
     text = export_mod.render(tables, args.format)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_output(args.output, text)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     return EXIT_OK
@@ -339,25 +343,22 @@ def _compare_options(args):
 
 
 def _load_against(args):
-    from .baseline import load_results
-
+    _compare_options(args)  # bad flags fail before the run
     if not getattr(args, "against", None):
         return None
-    _compare_options(args)  # bad flags fail before the run
     return load_results(args.against)
 
 
-def _compare_against(against, run_dir: Path, args) -> int:
-    from .baseline import load_results
+def _compare_against(against, results, args) -> int:
     from .compare import compare, render
 
-    comparison = compare(against, load_results(str(run_dir)), _compare_options(args))
+    comparison = compare(against, results, _compare_options(args))
     print(render(comparison, "markdown", changes_only=True))
     return comparison.exit_code
 
 
 def cmd_baseline(args) -> int:
-    from .baseline import baselines_dir, list_baselines, load_results, save_baseline
+    from .baseline import baselines_dir, list_baselines, save_baseline
 
     if args.baseline_command == "save":
         path = save_baseline(args.run_dir, args.name, Path(args.dir) if args.dir else None, force=args.force)
@@ -374,16 +375,19 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .baseline import load_results
     from .compare import FORMATS, compare, render
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}{suggest(args.format, FORMATS)}")
     options = _compare_options(args)
-    comparison = compare(load_results(args.a), load_results(args.b), options)
+    a, b = load_results(args.a), load_results(args.b)
+    for rs in (a, b):
+        for w in rs.warnings:
+            print(f"harness: warning: {w}", file=sys.stderr)
+    comparison = compare(a, b, options)
     text = render(comparison, args.format, changes_only=args.changes_only)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        write_output(args.output, text)
     else:
         sys.stdout.write(text)
     from .compare import summary_line
@@ -393,7 +397,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .baseline import load_results
     from .compare import compare
     from .report import write_report
 
@@ -401,7 +404,9 @@ def cmd_report(args) -> int:
     if rs.kind != "run":
         raise UsageError(f"{args.run_dir} is not a run folder")
     comparison = compare(load_results(args.against), rs, _compare_options(args)) if args.against else None
-    path = write_report(rs, Path(args.output) if args.output else Path(args.run_dir) / "report.html", comparison)
+    output = args.output or str(Path(args.run_dir) / "report.html")
+    check_output(output)
+    path = write_report(rs, Path(output), comparison)
     print(f"harness: report written to {path}", file=sys.stderr)
     return comparison.exit_code if comparison is not None else EXIT_OK
 

@@ -33,17 +33,14 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .baseline import ResultSet
 from .export import fmt_number
-from .results import ResultsError, json_safe
+from .results import FAILED_STATUSES, ResultSet, ResultsError, json_safe
+from .suite import METRIC_KINDS
 
-FAILED_STATUSES = ("failed", "oom", "timeout", "crashed")
 REGRESSIONS = ("slower", "worse", "failed")
 IMPROVEMENTS = ("faster", "better")
 VERDICT_ORDER = ("failed", "slower", "worse", "noisy", "faster", "better", "new", "missing", "same")
-KINDS = ("time", "rate", "memory", "quality")
-TIME_UNITS = {"ns", "us", "µs", "ms", "s", "min", "h"}
-MEMORY_UNITS = {"B", "KB", "MB", "GB", "KiB", "MiB", "GiB", "bytes"}
+KINDS = METRIC_KINDS
 FORMATS = ("markdown", "json", "csv")
 
 
@@ -56,7 +53,7 @@ class CompareOptions:
     """Thresholds (relative change per metric kind), significance level and tolerances."""
 
     thresholds: dict[str, float] = field(
-        default_factory=lambda: {"time": 0.05, "rate": 0.05, "memory": 0.05, "quality": 0.02}
+        default_factory=lambda: {"time": 0.05, "rate": 0.05, "memory": 0.05, "quality": 0.02, "count": 0.0}
     )
     alpha: float = 0.01
     quality_atol: float = 1e-6
@@ -127,18 +124,6 @@ class Comparison:
 
 
 # --------------------------------------------------------------------------- statistics
-def metric_kind(name: str, unit: str) -> str:
-    """time, rate, memory or quality: picks the threshold and the verdict words."""
-    unit = (unit or "").strip()
-    if name == "latency" or unit in TIME_UNITS:
-        return "time"
-    if name == "peak_memory" or unit in MEMORY_UNITS:
-        return "memory"
-    if name in ("throughput", "tflops") or unit.endswith("/s"):
-        return "rate"
-    return "quality"
-
-
 def mann_whitney_p(a: list[float], b: list[float]) -> float | None:
     """Two-sided Mann-Whitney U p-value, or None with fewer than 3 samples a side."""
     if len(a) < 3 or len(b) < 3:
@@ -148,14 +133,6 @@ def mann_whitney_p(a: list[float], b: list[float]) -> float | None:
     if min(a) == max(a) == min(b) == max(b):
         return 1.0
     return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def judge(
@@ -195,10 +172,6 @@ def judge(
 
 
 # --------------------------------------------------------------------------- comparing
-def _key(r) -> tuple:
-    return (r.suite, r.variant, json.dumps(r.params, sort_keys=True, default=str))
-
-
 def check_devices(a: ResultSet, b: ResultSet, force: bool) -> list[str]:
     """Refuse (CompareError) to compare different devices unless forced; notes otherwise."""
     same = a.device.split(":")[0] == b.device.split(":")[0] and a.device_name == b.device_name
@@ -222,8 +195,15 @@ def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -
     threads = [rs.environment.get("torch_threads") or rs.meta.get("threads") for rs in (a, b)]
     if a.device == "cpu" and None not in threads and threads[0] != threads[1]:
         notes.append(f"A ran with {threads[0]} CPU threads, B with {threads[1]}; timings compare different set-ups")
-    recs_a = {_key(r): r for r in a.records}
-    recs_b = {_key(r): r for r in b.records}
+    recs_a = {r.key: r for r in a.records}
+    recs_b = {r.key: r for r in b.records}
+    if not set(recs_a) & set(recs_b):
+        raise CompareError(f"{a.label} and {b.label} have no case in common (suites "
+                           f"{', '.join(sorted({r.suite for r in a.records}))} against "
+                           f"{', '.join(sorted({r.suite for r in b.records}))}); nothing to compare")
+    for rs, side in ((a, "A"), (b, "B")):
+        if not rs.finished:
+            notes.append(f"{side} ({rs.label}) is an unfinished run; the cases it lacks show as new or missing")
     rows: list[Row] = []
     for key in list(recs_a) + [k for k in recs_b if k not in recs_a]:
         rows += _compare_case(recs_a.get(key), recs_b.get(key), options)
@@ -232,10 +212,9 @@ def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -
     return Comparison(a.label, b.label, a.describe_device(), b.describe_device(), rows, notes, options)
 
 
-def _row(rec, metric: str, m: dict | None, verdict: str, note: str = "", **kw) -> Row:
-    m = m or {}
-    unit, better = m.get("unit", ""), m.get("better", "lower")
-    return Row(rec.suite, rec.variant, dict(rec.params), metric, unit, better, metric_kind(metric, unit),
+def _row(rec, metric: str, m, verdict: str, note: str = "", **kw) -> Row:
+    unit, better, kind = (m.unit, m.better, m.kind) if m is not None else ("", "lower", "quality")
+    return Row(rec.suite, rec.variant, dict(rec.params), metric, unit, better, kind,
                kw.get("a"), kw.get("b"), kw.get("ratio"), kw.get("p_value"), verdict, note,
                kw.get("a_n"), kw.get("b_n"))
 
@@ -248,19 +227,19 @@ def _compare_case(ra, rb, options: CompareOptions) -> list[Row]:
         if not rec.metrics:
             return [_row(rec, "*", None, verdict, f"case not in {where}; {rec.status} {rec.reason}".strip())]
         return [_row(rec, name, m, verdict, f"case not in {where}",
-                     a=_finite(m.get("value")) if ra else None, b=_finite(m.get("value")) if rb else None)
+                     a=m.finite_value if ra else None, b=m.finite_value if rb else None)
                 for name, m in rec.metrics.items()]
     if ra.status == rb.status == "skipped":
         return []  # nothing measured on either side
     if ra.status != "ok" or rb.status != "ok":
         if ra.status == "ok" and rb.status in FAILED_STATUSES:
-            return [_row(rb, name, m, "failed", f"B {rb.status}: {rb.reason}", a=_finite(m.get("value")))
+            return [_row(rb, name, m, "failed", f"B {rb.status}: {rb.reason}", a=m.finite_value)
                     for name, m in ra.metrics.items()] or [_row(rb, "*", None, "failed", f"B {rb.status}: {rb.reason}")]
         if ra.status == "ok":  # skipped in B
-            return [_row(rb, name, m, "missing", f"B {rb.status}: {rb.reason}", a=_finite(m.get("value")))
+            return [_row(rb, name, m, "missing", f"B {rb.status}: {rb.reason}", a=m.finite_value)
                     for name, m in ra.metrics.items()]
         if rb.status == "ok":
-            return [_row(rb, name, m, "new", f"A {ra.status}: {ra.reason}", b=_finite(m.get("value")))
+            return [_row(rb, name, m, "new", f"A {ra.status}: {ra.reason}", b=m.finite_value)
                     for name, m in rb.metrics.items()]
         if rb.status in FAILED_STATUSES and ra.status not in FAILED_STATUSES:
             return [_row(rb, "*", None, "failed", f"A {ra.status}, B {rb.status}: {rb.reason}")]
@@ -270,30 +249,39 @@ def _compare_case(ra, rb, options: CompareOptions) -> list[Row]:
     for name in list(ra.metrics) + [n for n in rb.metrics if n not in ra.metrics]:
         ma, mb = ra.metrics.get(name), rb.metrics.get(name)
         spec = mb or ma
-        unit, better = spec.get("unit", ""), spec.get("better", "lower")
-        kind = metric_kind(name, unit)
-        va = _finite(ma.get("value")) if ma else None
-        vb = _finite(mb.get("value")) if mb else None
-        sa = (ma or {}).get("samples") or []
-        sb = (mb or {}).get("samples") or []
+        unit, better, kind = spec.unit, spec.better, spec.kind
+        va = ma.finite_value if ma is not None else None
+        vb = mb.finite_value if mb is not None else None
+        sa = (ma.samples if ma is not None else None) or []
+        sb = (mb.samples if mb is not None else None) or []
         p = mann_whitney_p(sa, sb) if sa and sb else None
         if p is None and not (sa and sb) and kind == "rate":
             p = lat_p  # a rate is items or FLOPs over the latency: same evidence
         few = bool(sa and sb) and p is None  # too few samples for a test: the threshold decides
         verdict, ratio = judge(va, vb, better, kind, options, p, p is not None)
         note = "too few samples for a test" if few and verdict != "same" else ""
-        if verdict == "missing" and ma is not None and vb is None:
+        if va is not None and mb is not None and mb.nonfinite:  # a number turned into NaN or inf
+            verdict = "slower" if kind in ("time", "rate") else "worse"
+            note = f"B is {mb.value} (A was finite)"
+        elif vb is not None and ma is not None and ma.nonfinite:
+            verdict = "faster" if kind in ("time", "rate") else "better"
+            note = f"A was {ma.value}, B is finite"
+        elif ma is not None and mb is not None and ma.nonfinite and mb.nonfinite:
+            same = str(ma.value) == str(mb.value)
+            verdict, note = ("same", f"{mb.value} on both sides") if same else ("worse", f"{ma.value} -> {mb.value}")
+        elif verdict == "missing" and ma is not None and vb is None:
             note = "no value in B" if mb is not None else "metric not reported in B"
         elif verdict == "new" and va is None and ma is not None:
             note = "no value in A"
         rows.append(Row(rb.suite, rb.variant, dict(rb.params), name, unit, better, kind, va, vb, ratio, p,
-                        verdict, note, (ma or {}).get("n"), (mb or {}).get("n")))
+                        verdict, note, ma.n if ma is not None else None, mb.n if mb is not None else None))
     return rows
 
 
 def _latency_p(ra, rb) -> float | None:
-    sa = (ra.metrics.get("latency") or {}).get("samples") or []
-    sb = (rb.metrics.get("latency") or {}).get("samples") or []
+    la, lb = ra.metrics.get("latency"), rb.metrics.get("latency")
+    sa = (la.samples if la is not None else None) or []
+    sb = (lb.samples if lb is not None else None) or []
     return mann_whitney_p(sa, sb) if sa and sb else None
 
 

@@ -43,6 +43,7 @@ class Table:
     fixed_params: dict[str, Any]
     columns: list[str]
     rows: list[tuple[tuple, dict[str, Cell]]] = field(default_factory=list)
+    kind: str = "quality"
 
     def skipped_columns(self) -> dict[str, str]:
         """Columns in which every cell was skipped, with the (first) reason."""
@@ -81,19 +82,19 @@ def build_tables(
         ordered_params = [k for k in recs[0].params if k in common]
         varying = [k for k in ordered_params if len({json.dumps(r.params[k], default=str) for r in recs}) > 1]
         fixed = {k: recs[0].params[k] for k in ordered_params if k not in varying}
-        metric_units: dict[str, tuple[str, str]] = {}
+        metric_units: dict[str, tuple[str, str, str]] = {}
         for r in recs:
             for name, m in r.metrics.items():
-                metric_units.setdefault(name, (m.get("unit", ""), m.get("better", "lower")))
+                metric_units.setdefault(name, (m.unit, m.better, m.kind))
         names = [metric] if metric else _metric_order(list(metric_units), meta)
         for mname in names:
             if mname not in metric_units:
                 continue
-            unit, better = metric_units[mname]
+            unit, better, kind = metric_units[mname]
             reference = meta.get("reference")
             if not meta.get("metrics", {}).get(mname, {}).get("ratio", True):
                 reference = None
-            table = Table(sname, mname, unit, better, reference, recs[0].device, varying, fixed, [])
+            table = Table(sname, mname, unit, better, reference, recs[0].device, varying, fixed, [], kind=kind)
             rows: dict[tuple, dict[str, Cell]] = {}
             ref_values: dict[tuple, float] = {}
             for r in recs:
@@ -104,15 +105,15 @@ def build_tables(
                 m = r.metrics.get(mname)
                 if r.status != "ok":
                     cell = Cell(r.status, reason=r.reason)
-                elif m is None or m.get("value") is None:
+                elif m is None or m.value is None:
                     cell = Cell("n/a", reason="not reported for this variant")
                 else:
                     spread = None
-                    if m.get("median") and m.get("iqr") is not None:
-                        spread = m["iqr"] / m["median"]
-                    cell = Cell("ok", float(m["value"]), spread, m.get("n"))
+                    if m.median and m.iqr is not None:
+                        spread = m.iqr / m.median
+                    cell = Cell("ok", float(m.value), spread, m.n)
                     if r.variant == reference and col == reference:
-                        ref_values[rkey] = float(m["value"])
+                        ref_values[rkey] = float(m.value)
                 rows.setdefault(rkey, {})[col] = cell
             for rkey, cells in rows.items():
                 ref = ref_values.get(rkey)
@@ -140,8 +141,10 @@ def _metric_order(names: list[str], meta: dict) -> list[str]:
 
 # --------------------------------------------------------------------------- formatting
 def fmt_number(v: float | None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:
         return ""
+    if isinstance(v, float) and not math.isfinite(v):
+        return "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf")
     a = abs(v)
     if a != 0 and (a >= 1e5 or a < 1e-3):
         return f"{v:.3e}"

@@ -108,6 +108,9 @@ def plan_suite(
             parsed[k] = tuple(parse_value(t, declared) for t in texts)
         except ValueError as exc:
             raise PlanError(f"--param {k}: malformed value for suite {name!r}: {exc}") from None
+        repeated = [v for i, v in enumerate(parsed[k]) if v in parsed[k][:i]]
+        if repeated:
+            raise PlanError(f"--param {k}: value {repeated[0]!r} is given twice")
     for k, v in parsed.items():
         if k in grid_axes:
             grid_axes[k] = v
@@ -178,6 +181,28 @@ def check_variants(suites: list[type[Suite]], names: list[str]) -> None:
     for name in names:
         if name not in known:
             raise PlanError(f"unknown variant {name!r}{suggest(name, known)}")
+
+
+def plan_cases(
+    suites: list[type[Suite]],
+    profile: str,
+    device: str,
+    pattern: str | None = None,
+    overrides: dict[str, list[str]] | None = None,
+    only_variants: list[str] | None = None,
+) -> list[Case]:
+    """Cases of several suites, after checking that every param, variant and profile exists."""
+    overrides = overrides or {}
+    check_overrides(suites, overrides)
+    check_variants(suites, only_variants or [])
+    cases: list[Case] = []
+    for cls in suites:
+        if profile not in cls.profile_names():
+            raise PlanError(f"suite {cls.suite_name()!r} has no profile {profile!r}{suggest(profile, cls.profile_names())}")
+        cases += plan_suite(cls, profile, device, pattern, overrides, only_variants)
+    if not cases:
+        raise PlanError(f"no case matches -k {pattern!r}" if pattern else "no case matches the selection")
+    return cases
 
 
 def params_key(params: dict[str, Any]) -> str:

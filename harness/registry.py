@@ -41,6 +41,7 @@ class Registry:
     suites: dict[str, type[Suite]] = field(default_factory=dict)
     failures: list[LoadFailure] = field(default_factory=list)
     frozen: bool = False
+    origins: dict[str, str] = field(default_factory=dict)  # suite name -> file it was loaded from
 
     def add(self, cls: type[Suite], origin: str) -> None:
         if self.frozen:
@@ -50,6 +51,7 @@ class Registry:
             other = inspect.getsourcefile(self.suites[name]) or "?"
             raise RegistryError(f"duplicate suite name {name!r}: in {origin} and in {other}")
         self.suites[name] = cls
+        self.origins[name] = origin
 
     def get(self, name: str) -> type[Suite]:
         if name in self.suites:
@@ -61,6 +63,17 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(self.suites)
+
+    def from_path(self, path: str | Path) -> tuple[list[type[Suite]], list[LoadFailure]]:
+        """Suites loaded from a file, or from the files of a folder, and the files that failed."""
+        target = Path(path).resolve()
+
+        def inside(p: str) -> bool:
+            q = Path(p).resolve()
+            return q == target or target in q.parents
+
+        classes = [self.suites[n] for n, origin in self.origins.items() if inside(origin)]
+        return classes, [f for f in self.failures if inside(f.path)]
 
 
 def suggest(name: str, choices) -> str:

@@ -18,9 +18,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .baseline import ResultSet
+from .results import ResultSet
 from .export import HTML_STYLE, Table, build_tables, tables_html
-from .suite import ENGINE_METRICS
 
 MAX_FACETS = 6
 REPORT_STYLE = HTML_STYLE + """
@@ -245,7 +244,7 @@ def build_report(rs: ResultSet, comparison=None, title: str | None = None) -> st
             body.append(_figure_html(suite, "metric", t.metric, plot_table(t)))
         latency = next((t for t in st if t.metric == "latency"), None)
         for q in st:
-            if latency is not None and q.metric not in ENGINE_METRICS:
+            if latency is not None and q.kind == "quality":
                 body.append(_figure_html(suite, "pareto", q.metric, plot_pareto(latency, q)))
         body.append("<h3>Tables</h3>")
         body.append(tables_html(st))

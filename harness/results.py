@@ -1,7 +1,10 @@
-"""Records and runs: the Record schema, an append-only JSONL store, loading into pandas.
+"""Records and result sets: the Record schema, typed metric values, an append-only JSONL store,
+and the one loader for run folders and baselines (-> :class:`ResultSet` -> pandas DataFrame).
 
 A run folder holds ``records.jsonl`` (one Record per line, flushed as each case finishes),
-``environment.json`` (where the run happened) and ``run.json`` (what was asked for).
+``environment.json`` (where the run happened) and ``run.json`` (what was asked for, the suites'
+declarations, and whether the run finished). :mod:`harness.session` writes run folders; this
+module reads them, and baseline files too.
 """
 
 from __future__ import annotations
@@ -10,15 +13,22 @@ import json
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-SCHEMA_VERSION = 1
+from .paths import baselines_dir
+from .suite import METRIC_KINDS
+
+SCHEMA_VERSION = 2
 STATUSES = ("ok", "skipped", "failed", "oom", "timeout", "crashed")
+FAILED_STATUSES = ("failed", "oom", "timeout", "crashed")
 RECORDS_FILE = "records.jsonl"
 ENVIRONMENT_FILE = "environment.json"
 RUN_FILE = "run.json"
+BASELINE_SCHEMA = "dl-harness-baseline"
+BASELINE_SCHEMA_VERSION = 2
 
 
 class ResultsError(Exception):
@@ -27,6 +37,116 @@ class ResultsError(Exception):
 
 class TruncatedRecordWarning(UserWarning):
     """The last line of a records file was cut short (the run was killed while writing)."""
+
+
+_STAT_FIELDS = ("median", "iqr", "min", "mean", "n", "ci_low", "ci_high", "samples")
+_NUMERIC_FIELDS = ("value", "median", "iqr", "min", "mean", "ci_low", "ci_high")
+# Non-finite numbers are stored as these strings (JSON has no NaN or infinity), exactly and
+# distinctly; a missing value is null.
+NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+
+def encode_float(x: float) -> float | str:
+    if math.isnan(x):
+        return "NaN"
+    if math.isinf(x):
+        return "Infinity" if x > 0 else "-Infinity"
+    return x
+
+
+def decode_float(x: Any) -> Any:
+    """A stored number: the strings of :data:`NONFINITE` become floats; anything else is kept."""
+    if isinstance(x, str) and x in NONFINITE:
+        return NONFINITE[x]
+    return x
+
+
+@dataclass(eq=False)
+class MetricValue(Mapping):
+    """One measured metric: value, unit, direction, kind, and optional statistics.
+
+    Attributes are typed; the value also reads as a mapping (``m["value"]``, ``m.get("n")``)
+    with exactly the keys it has on disk, so JSON-minded code and pandas see the same shape.
+    ``extra`` holds suite-specific fields (sample counts of a distance, bytes of a peak...).
+    """
+
+    value: float | None
+    unit: str
+    better: str
+    kind: str
+    median: float | None = None
+    iqr: float | None = None
+    min: float | None = None
+    mean: float | None = None
+    n: int | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    samples: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in METRIC_KINDS:
+            raise ValueError(f"metric kind must be one of {', '.join(METRIC_KINDS)}, not {self.kind!r}")
+        if self.better not in ("lower", "higher"):
+            raise ValueError(f"metric direction must be 'lower' or 'higher', not {self.better!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"value": self.value, "unit": self.unit, "better": self.better, "kind": self.kind}
+        for name in _STAT_FIELDS:
+            v = getattr(self, name)
+            if v is not None:
+                out[name] = v
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "MetricValue":
+        if isinstance(data, MetricValue):
+            return data
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a metric must be an object, not {type(data).__name__}")
+        missing = [k for k in ("value", "unit", "better", "kind") if k not in data]
+        if missing:
+            raise ValueError(f"metric lacks {', '.join(missing)}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kw = {k: (decode_float(v) if k in _NUMERIC_FIELDS else v) for k, v in data.items() if k in known}
+        if isinstance(kw.get("samples"), list):
+            kw["samples"] = [decode_float(v) for v in kw["samples"]]
+        if kw["value"] is not None and not isinstance(kw["value"], (int, float)):
+            raise ValueError(f"metric value must be a number, not {kw['value']!r}")
+        extra = {k: v for k, v in data.items() if k not in known}
+        return cls(**kw, extra=extra)
+
+    @property
+    def nonfinite(self) -> bool:
+        """The value is NaN or infinite (not missing)."""
+        return isinstance(self.value, (int, float)) and not math.isfinite(self.value)
+
+    @property
+    def finite_value(self) -> float | None:
+        """The value as a finite float, or None (missing, NaN or infinite)."""
+        try:
+            f = float(self.value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return None
+        return f if math.isfinite(f) else None
+
+    # Mapping protocol: read access by the on-disk keys.
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.to_dict())
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+
+def metric_value(value: float | None, unit: str, better: str, kind: str, **extra: Any) -> MetricValue:
+    """A metric value with optional statistics (``median``, ``iqr``, ``n``, ``samples``...)."""
+    return MetricValue.from_dict({"value": value, "unit": unit, "better": better, "kind": kind, **extra})
 
 
 @dataclass
@@ -39,7 +159,7 @@ class Record:
     device: str
     status: str
     reason: str = ""
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: dict[str, MetricValue] = field(default_factory=dict)
     run_id: str = ""
     started_at: str = ""
     duration_s: float = 0.0
@@ -49,15 +169,31 @@ class Record:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status must be one of {STATUSES}, not {self.status!r}")
+        if not isinstance(self.params, dict):
+            raise ValueError(f"params must be an object, not {type(self.params).__name__}")
+        if not isinstance(self.metrics, dict):
+            raise ValueError(f"metrics must be an object, not {type(self.metrics).__name__}")
+        self.metrics = {str(k): MetricValue.from_dict(v) for k, v in self.metrics.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["metrics"] = {k: m.to_dict() for k, m in self.metrics.items()}
+        return data
 
     def to_json(self) -> str:
-        return json.dumps(json_safe(asdict(self)), sort_keys=False, allow_nan=False)
+        return json.dumps(json_safe(self.to_dict()), sort_keys=False, allow_nan=False)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """(suite, variant, params as canonical JSON): the identity of a case across runs."""
+        return (self.suite, self.variant, json.dumps(self.params, sort_keys=True, default=str))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ResultsError(f"record of schema version {version!r}; this harness reads version {SCHEMA_VERSION}")
+            raise ResultsError(f"record of schema version {version!r}; this harness reads version {SCHEMA_VERSION} "
+                               "(run the suites again with this version)")
         known = {f for f in cls.__dataclass_fields__}
         missing = {"suite", "variant", "params", "device", "status"} - set(data)
         if missing:
@@ -65,21 +201,19 @@ class Record:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def metric_value(value: float, unit: str, better: str, **extra: Any) -> dict[str, Any]:
-    """The stored form of one metric: value, unit, better, and optional statistics."""
-    return {"value": value, "unit": unit, "better": better, **extra}
-
-
 def json_safe(obj: Any) -> Any:
-    """JSON-safe copy: NaN/inf become None, tuples lists, numpy scalars Python numbers."""
+    """JSON-safe copy: NaN/inf become "NaN"/"Infinity"/"-Infinity", tuples lists, numpy scalars
+    Python numbers."""
+    if isinstance(obj, MetricValue):
+        obj = obj.to_dict()
     if isinstance(obj, dict):
         return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
         obj = obj.item()
-    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
-        return None
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return encode_float(obj)
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
@@ -166,33 +300,154 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 @dataclass
-class Run:
-    """A loaded run folder."""
+class ResultSet:
+    """Loaded results: the records of a run folder or a baseline, with where they were measured.
 
-    folder: Path
+    The one shape that export, compare, report and ``baseline save`` read. ``finished`` is
+    False for a run folder whose run was interrupted or is still running.
+    """
+
+    label: str
+    kind: str  # "run" or "baseline"
     records: list[Record]
-    environment: dict[str, Any]
-    meta: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    folder: Path | None = None
 
     @property
     def run_id(self) -> str:
-        return self.meta.get("run_id") or self.folder.name
+        return str(self.meta.get("run_id") or (self.folder.name if self.folder else self.label))
+
+    @property
+    def suites_meta(self) -> dict[str, dict]:
+        return self.meta.get("suites", {}) or {}
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.meta.get("finished", True))
+
+    @property
+    def device(self) -> str:
+        return str(self.environment.get("device") or self.meta.get("device") or
+                   (self.records[0].device if self.records else "unknown"))
+
+    @property
+    def device_name(self) -> str:
+        return str(self.environment.get("gpu_name") or self.environment.get("device_name") or "unknown")
+
+    def describe_device(self) -> str:
+        return f"{self.device} ({self.device_name})"
+
+    def status_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self.records:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        return counts
 
     def frame(self):
+        """Long pandas DataFrame: one row per (record, metric)."""
         return records_frame(self.records)
 
 
-def load_run(folder: str | Path) -> Run:
-    """Load a run folder; ResultsError for a missing or corrupt one."""
-    folder = Path(folder)
-    if not folder.exists():
-        raise ResultsError(f"no such run folder: {folder}")
-    if not folder.is_dir():
-        raise ResultsError(f"not a run folder: {folder}")
+def load_results(spec: str | Path, strict: bool = True, baselines: Path | None = None) -> ResultSet:
+    """A run folder, a baseline file (``*.json``) or a baseline name -> ResultSet.
+
+    ``strict``: a run whose records file was cut short (killed while writing) is refused,
+    since comparing or saving it would judge a partial run; reports pass ``strict=False``.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        return _load_run_folder(path, strict)
+    if path.is_file():
+        if path.suffix == ".json":
+            return load_baseline_file(path)
+        raise ResultsError(f"{spec} is neither a run folder nor a baseline file")
+    text = str(spec)
+    if text.endswith(".json"):
+        raise ResultsError(f"no such baseline file: {spec}")
+    if os.sep in text or text.startswith("."):
+        raise ResultsError(f"no such run folder: {spec}")
+    folder = Path(baselines) if baselines else baselines_dir()
+    candidate = folder / f"{text}.json"
+    if candidate.is_file():
+        return load_baseline_file(candidate)
+    from .registry import suggest
+
+    names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    raise ResultsError(f"unknown baseline {text!r} (no run folder of that name either){suggest(text, names)}")
+
+
+def _load_run_folder(folder: Path, strict: bool) -> ResultSet:
     if not (folder / RECORDS_FILE).is_file():
         raise ResultsError(f"{folder} is not a run folder (no {RECORDS_FILE})")
-    records = read_records(folder / RECORDS_FILE)
-    return Run(folder, records, read_json(folder / ENVIRONMENT_FILE), read_json(folder / RUN_FILE))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        records = read_records(folder / RECORDS_FILE)
+    truncated = [w for w in caught if issubclass(w.category, TruncatedRecordWarning)]
+    if strict and truncated:
+        raise ResultsError(f"truncated records: {truncated[0].message}")
+    if not records:
+        raise ResultsError(f"{folder} holds no records")
+    meta = read_json(folder / RUN_FILE)
+    notes = [str(w.message) for w in caught]
+    if meta and not meta.get("finished", False):
+        state = meta.get("state") or "unfinished"
+        if state == "running" and not _pid_alive(meta.get("pid")):
+            state = "unfinished (its process was killed or crashed; 'harness run --resume' continues it)"
+        planned = meta.get("n_cases")
+        of = f" of {planned} planned" if planned else ""
+        notes.append(f"run {meta.get('run_id') or folder.name} is {state}: {len(records)} records{of}")
+    return ResultSet(f"run {meta.get('run_id') or folder.name}", "run", records,
+                     read_json(folder / ENVIRONMENT_FILE), meta, notes, folder)
+
+
+def _pid_alive(pid: Any) -> bool:
+    """Whether a process with this id exists (another than this one)."""
+    if not isinstance(pid, int) or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def load_baseline_file(path: Path) -> ResultSet:
+    """Read and check one baseline file."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ResultsError(f"cannot read baseline {path}: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ResultsError(f"baseline {path} is corrupt (not valid JSON: {exc})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != BASELINE_SCHEMA:
+        raise ResultsError(f"{path} is not a harness baseline (no \"schema\": \"{BASELINE_SCHEMA}\")")
+    version = doc.get("schema_version")
+    if version != BASELINE_SCHEMA_VERSION:
+        raise ResultsError(
+            f"baseline {path} has schema version {version!r}; this harness reads version "
+            f"{BASELINE_SCHEMA_VERSION} (save it again with 'harness baseline save')"
+        )
+    cases = doc.get("cases")
+    if not isinstance(cases, list):
+        raise ResultsError(f"baseline {path} is corrupt (no list of cases)")
+    records = []
+    for i, case in enumerate(cases):
+        if not isinstance(case, dict):
+            raise ResultsError(f"baseline {path}: case {i} is not an object")
+        try:
+            records.append(Record.from_dict({"device": doc.get("device") or "unknown", **case,
+                                             "schema_version": SCHEMA_VERSION, "run_id": doc.get("name", "")}))
+        except (TypeError, ValueError, ResultsError) as exc:
+            raise ResultsError(f"baseline {path}: case {i}: {exc}") from None
+    source = doc.get("source") or {}
+    meta = {"suites": doc.get("suites") or {}, "device": doc.get("device"), "profile": source.get("profile"),
+            "run_id": doc.get("name"), "finished": True, "threads": source.get("threads")}
+    return ResultSet(f"baseline {doc.get('name') or Path(path).stem}", "baseline", records,
+                     doc.get("environment") or {}, meta)
 
 
 def records_frame(records: Iterable[Record]):
@@ -215,19 +470,10 @@ def records_frame(records: Iterable[Record]):
             rows.append({**base, "metric": None})
             continue
         for name, m in r.metrics.items():
-            rows.append(
-                {
-                    **base,
-                    "metric": name,
-                    "value": m.get("value"),
-                    "unit": m.get("unit"),
-                    "better": m.get("better"),
-                    "median": m.get("median"),
-                    "iqr": m.get("iqr"),
-                    "n": m.get("n"),
-                }
-            )
-    cols = ["suite", "variant", "device", "status", "reason", "run_id", "params", "metric", "value", "unit", "better", "median", "iqr", "n"]
+            rows.append({**base, "metric": name, "value": m.value, "unit": m.unit, "better": m.better,
+                         "kind": m.kind, "median": m.median, "iqr": m.iqr, "n": m.n})
+    cols = ["suite", "variant", "device", "status", "reason", "run_id", "params", "metric", "value", "unit",
+            "better", "kind", "median", "iqr", "n"]
     df = pd.DataFrame(rows)
     for c in cols:
         if c not in df.columns:

@@ -11,20 +11,18 @@ import datetime as _dt
 import math
 import multiprocessing as mp
 import signal
-import sys
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 from .measure.flops import count_flops
 from .measure.memory import measure_peak_memory
 from .measure.telemetry import energy_mj, gpu_state
 from .measure.timing import CpuTimer, CudaEventTimer, cuda_graph_callable, measure_time
 from .plan import Case
-from .results import Record, RecordWriter, metric_value
+from .results import Record, metric_value
 from .suite import LATENCY, PEAK_MEMORY, TFLOPS, THROUGHPUT, Skip, Suite, Workload
 
 MIB = 1024.0 * 1024.0
@@ -142,6 +140,9 @@ class CaseExecutor:
         metrics, info = measure_workload(workload, suite, case, state, self.timer_factory)
         return "ok", "", metrics, info
 
+    def close(self) -> None:
+        self.drop_state()
+
 
 def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, timer_factory) -> tuple[dict, dict]:
     """Time, then one untimed probe call for peak memory, FLOPs and the output for quality."""
@@ -159,7 +160,7 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
     stats = result.stats
     metrics: dict[str, dict] = {
         LATENCY.name: metric_value(
-            stats.median, LATENCY.unit, LATENCY.better,
+            stats.median, LATENCY.unit, LATENCY.better, LATENCY.kind,
             median=stats.median, iqr=stats.iqr, min=stats.min, mean=stats.mean, n=stats.n,
             ci_low=stats.ci_low, ci_high=stats.ci_high, samples=result.samples_ms,
         )
@@ -182,14 +183,15 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
     # Memory and FLOPs from separate untimed calls: the FLOP counter keeps tensors alive
     # (activations that checkpointing would free), which would inflate the peak.
     peak_bytes, out = measure_peak_memory(workload.fn, device)
-    metrics[PEAK_MEMORY.name] = metric_value(peak_bytes / MIB, PEAK_MEMORY.unit, PEAK_MEMORY.better, bytes=peak_bytes)
+    metrics[PEAK_MEMORY.name] = metric_value(peak_bytes / MIB, PEAK_MEMORY.unit, PEAK_MEMORY.better, PEAK_MEMORY.kind,
+                                            bytes=peak_bytes)
     flops = count_flops(workload.fn)[0] if workload.flops is None else workload.flops
     if flops and flops > 0 and stats.median > 0:
         info["flops"] = flops
-        metrics[TFLOPS.name] = metric_value(flops / (stats.median * 1e-3) / 1e12, TFLOPS.unit, TFLOPS.better)
+        metrics[TFLOPS.name] = metric_value(flops / (stats.median * 1e-3) / 1e12, TFLOPS.unit, TFLOPS.better, TFLOPS.kind)
     if workload.items:
         metrics[THROUGHPUT.name] = metric_value(
-            workload.items / (stats.median * 1e-3), workload.items_unit, THROUGHPUT.better
+            workload.items / (stats.median * 1e-3), workload.items_unit, THROUGHPUT.better, THROUGHPUT.kind
         )
     specs = suite.metric_specs()
     extra = dict(workload.metrics)
@@ -208,9 +210,10 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
             raise KeyError(f"suite {case.suite!r} reported metric {name!r}, which it does not declare")
         spec = specs[name]
         if isinstance(value, dict):  # value plus extra fields (e.g. number of samples)
-            metrics[name] = metric_value(value.pop("value"), spec.unit, spec.better, **value)
+            metrics[name] = metric_value(value.pop("value"), spec.unit, spec.better, spec.kind, **value)
         else:
-            metrics[name] = metric_value(float(value) if value is not None else math.nan, spec.unit, spec.better)
+            metrics[name] = metric_value(float(value) if value is not None else math.nan, spec.unit, spec.better,
+                                         spec.kind)
     if device.startswith("cuda"):
         info["gpu"] = gpu_state(_gpu_index(device))
     return metrics, info
@@ -406,74 +409,9 @@ def _death_reason(code: int | None) -> str:
     return f"the worker process exited with code {code}"
 
 
-# --------------------------------------------------------------------------- progress + run
-class Progress:
-    """Cases done, the current case and elapsed time, on stderr."""
-
-    def __init__(self, total: int, stream=None, enabled: bool = True):
-        self.total = total
-        self.stream = stream or sys.stderr
-        self.enabled = enabled
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.t0 = time.perf_counter()
-        self.done = 0
-
-    def _elapsed(self) -> str:
-        s = int(time.perf_counter() - self.t0)
-        return f"{s // 60:02d}:{s % 60:02d}"
-
-    def start(self, case: Case) -> None:
-        if self.enabled and self.tty:
-            line = f"[{self.done}/{self.total} {self._elapsed()}] {case.label()}"
-            self.stream.write("\r\x1b[2K" + line[:150])
-            self.stream.flush()
-
-    def finish(self, case: Case, record: Record) -> None:
-        self.done += 1
-        if not self.enabled:
-            return
-        lat = record.metrics.get("latency", {}).get("value")
-        extra = f" {lat:.4g} ms" if isinstance(lat, (int, float)) else ""
-        why = f" ({record.reason[:80]})" if record.status != "ok" else ""
-        line = f"[{self.done}/{self.total} {self._elapsed()}] {record.status:<7} {case.label()}{extra}{why}"
-        if self.tty:
-            self.stream.write("\r\x1b[2K" + line + "\n")
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-
-def run_cases(
-    cases: Iterable[Case],
-    suites: dict[str, type[Suite]],
-    out_dir: Path | None,
-    run_id: str = "",
-    isolate: bool = False,
-    timeout_s: float | None = None,
-    progress: bool = True,
-    threads: int | None = None,
-    executor=None,
-) -> list[Record]:
-    """Run every case, writing each record as soon as it exists; returns the records."""
-    cases = list(cases)
-    if executor is None:
-        executor = IsolatedExecutor(suites, run_id, threads) if isolate else CaseExecutor(suites, run_id=run_id)
-    writer = RecordWriter(out_dir) if out_dir is not None else None
-    bar = Progress(len(cases), enabled=progress)
-    records: list[Record] = []
-    try:
-        for case in cases:
-            bar.start(case)
-            record = executor.run(case, timeout_s)
-            if writer:
-                writer.write(record)
-            records.append(record)
-            bar.finish(case, record)
-    finally:
-        if writer:
-            writer.close()
-        if hasattr(executor, "close"):
-            executor.close()
-        elif hasattr(executor, "drop_state"):
-            executor.drop_state()
-    return records
+# --------------------------------------------------------------------------- choosing one
+def make_executor(suites: dict[str, type[Suite]], run_id: str = "", isolate: bool = False, threads: int | None = None):
+    """The executor a run session uses: in this process, or in isolated worker processes."""
+    if isolate:
+        return IsolatedExecutor(suites, run_id, threads)
+    return CaseExecutor(suites, run_id=run_id)

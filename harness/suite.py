@@ -246,9 +246,6 @@ class Suite:
                     raise SuiteDefinitionError(f"suite {cls.__name__}: variant {spec.name!r} declared twice")
                 variants[spec.name] = spec
         cls._variants = variants
-        from .asv_bridge import attach  # every suite is also an asv benchmark class
-
-        attach(cls)
 
     # ----------------------------------------------------------------- introspection
     @classmethod
@@ -298,6 +295,21 @@ class Suite:
             for v in prof.variants or ():
                 if v not in cls._variants:
                     raise SuiteDefinitionError(f"suite {name!r}: profile {pname!r} names unknown variant {v!r}")
+
+    @classmethod
+    def declaration(cls) -> dict[str, Any]:
+        """What a run folder records about this suite: reference, variants, grid, metrics."""
+        return {
+            "reference": cls.reference,
+            "description": cls.description,
+            "spec_hash": cls.spec_hash(),
+            "variants": list(cls._variants),
+            "grid": {k: list(v) for k, v in cls.grid.items()},
+            "metrics": {
+                n: {"unit": m.unit, "better": m.better, "kind": m.kind, "ratio": m.ratio, "description": m.description}
+                for n, m in cls.metric_specs().items()
+            },
+        }
 
     @classmethod
     def profile(cls, name: str) -> Profile:

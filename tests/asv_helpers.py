@@ -127,7 +127,10 @@ def asv_project(base: Path) -> AsvProject:
     home.mkdir()
     probe_log = base / "probe.log"
     env = {**os.environ, "HOME": str(home), "HARNESS_ASV_PARAM": ASV_PARAM, "HARNESS_ASV_DEVICE": "cpu",
-           "HARNESS_ASV_THREADS": "1", "ASVPROBE_LOG": str(probe_log), "PYTHONDONTWRITEBYTECODE": "1"}
+           "HARNESS_ASV_THREADS": "1", "ASVPROBE_LOG": str(probe_log), "PYTHONDONTWRITEBYTECODE": "1",
+           # asv's benchmark package imports the harness and suites as installed; here the
+           # installed ones are this copy's
+           "ASV_PYTHONPATH": str(root)}
     env.pop("HARNESS_ASV_K", None)
     env.pop("HARNESS_ASV_PROFILE", None)
     _git(root, "init", "-q", "-b", "main")

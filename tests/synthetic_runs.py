@@ -17,10 +17,10 @@ SUITE_META = {
         "variants": ["base", "fast"],
         "grid": {"n": [64, 256, 1024]},
         "metrics": {
-            "latency": {"unit": "ms", "better": "lower", "ratio": True},
-            "peak_memory": {"unit": "MiB", "better": "lower", "ratio": True},
-            "throughput": {"unit": "items/s", "better": "higher", "ratio": True},
-            "accuracy": {"unit": "", "better": "higher", "ratio": False},
+            "latency": {"unit": "ms", "better": "lower", "kind": "time", "ratio": True},
+            "peak_memory": {"unit": "MiB", "better": "lower", "kind": "memory", "ratio": True},
+            "throughput": {"unit": "items/s", "better": "higher", "kind": "rate", "ratio": True},
+            "accuracy": {"unit": "", "better": "higher", "kind": "quality", "ratio": False},
         },
     }
 }
@@ -39,12 +39,12 @@ def ok_record(variant: str, n: int, samples: list[float], memory: float = 10.0, 
     med = float(np.median(samples))
     q1, q3 = np.percentile(samples, [25, 75])
     metrics = {
-        "latency": metric_value(med, "ms", "lower", median=med, iqr=float(q3 - q1), n=len(samples), samples=samples),
-        "peak_memory": metric_value(memory, "MiB", "lower"),
-        "throughput": metric_value(items / (med * 1e-3), "items/s", "higher"),
+        "latency": metric_value(med, "ms", "lower", "time", median=med, iqr=float(q3 - q1), n=len(samples), samples=samples),
+        "peak_memory": metric_value(memory, "MiB", "lower", "memory"),
+        "throughput": metric_value(items / (med * 1e-3), "items/s", "higher", "rate"),
     }
     if accuracy is not None:
-        metrics["accuracy"] = metric_value(accuracy, "", "higher")
+        metrics["accuracy"] = metric_value(accuracy, "", "higher", "quality")
     return Record(suite="toy", variant=variant, params={"n": n}, device="cpu", status="ok", metrics=metrics)
 
 

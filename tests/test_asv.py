@@ -4,7 +4,7 @@
 attention suite (narrowed to one case by $HARNESS_ASV_PARAM) and of a probe suite; the
 probe's operation gets slower and its higher-is-better score drops in the second commit,
 and ``asv compare`` reports both as regressions; ``asv publish`` writes the HTML. The
-bridge's in-process behaviour (params, units, version, direction) is checked without asv.
+adapter's in-process behaviour (params, units, version, direction) is checked without asv.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ import math
 import pytest
 
 from asv_helpers import MACHINE, asv_exe, asv_project, run
-from harness import asv_bridge
+from harness import asv_adapter
+from harness.results import RecordWriter
 from harness.suite import Suite
 
 ATTENTION_METRICS = ("latency", "peak_memory", "tflops", "throughput", "rel_error")
@@ -35,28 +36,35 @@ def _results(project, commit: str) -> dict:
 
 
 # --------------------------------------------------------------------------- in-process
-def test_suite_base_is_not_a_benchmark():
-    assert not [n for n in dir(Suite) if n.startswith(("track_", "time_", "mem_", "peakmem_"))]
-    for reserved in ("params", "param_names", "setup", "teardown", "setup_cache", "timeout", "version", "unit"):
-        assert reserved not in vars(Suite)
+def _bench(cls):
+    return asv_adapter.benchmark_class(cls)
 
 
-def test_attention_has_one_track_per_metric_with_units_and_version(monkeypatch):
+def test_suites_are_not_benchmarks():
     from suites.attention import Attention
 
+    for klass in (Suite, Attention):
+        assert not [n for n in dir(klass) if n.startswith(("track_", "time_", "mem_", "peakmem_"))]
+        for reserved in ("params", "param_names", "setup", "teardown", "setup_cache", "timeout", "version", "unit"):
+            assert reserved not in vars(klass)
+
+
+def test_attention_has_one_track_per_metric_with_units_and_version():
+    from suites.attention import Attention
+
+    bench = _bench(Attention)
     for metric in ATTENTION_METRICS:
-        track = getattr(Attention, f"track_{metric}")
+        track = getattr(bench, f"track_{metric}")
+        assert track.benchmark_name == f"attention.Attention.track_{metric}"
         assert track.version == Attention.spec_hash()
         assert track.param_names[-1] == "variant"
         assert "performer[features=16]" in track.params[-1]
-        assert track.setup_cache is asv_bridge.asv_setup_cache
-    assert Attention.track_latency.unit == "ms"
-    assert Attention.track_tflops.unit == "s/TFLOP"  # higher is better: recorded as 1/value
-    for reserved in ("params", "param_names", "setup", "version", "unit"):
-        assert reserved not in vars(Attention)
+        assert track.setup_cache is asv_adapter.asv_setup_cache
+    assert bench.track_latency.unit == "ms"
+    assert bench.track_tflops.unit == "s/TFLOP"  # higher is better: recorded as 1/value
 
 
-def test_bridge_imports_no_torch_and_reports_a_missing_profile():
+def test_adapter_imports_no_torch_and_reports_a_missing_profile():
     import subprocess
     import sys
 
@@ -71,10 +79,12 @@ def test_bridge_imports_no_torch_and_reports_a_missing_profile():
             name = "u"; grid = {"n": [1]}
             @variant()
             def a(self, state, params): return Workload(lambda: None)
-        assert T.track_latency.params == [[1, 2], ["a"]]
+        assert not any(m == "asv" or m.startswith(("asv.", "asv_runner", "harness.asv")) for m in sys.modules)
+        from harness.asv_adapter import benchmark_class
+        assert benchmark_class(T).track_latency.params == [[1, 2], ["a"]]
         assert "torch" not in sys.modules
         try:
-            U().track_latency()
+            benchmark_class(U)().track_latency()
         except RuntimeError as exc:
             print(exc)
     """
@@ -84,25 +94,25 @@ def test_bridge_imports_no_torch_and_reports_a_missing_profile():
 
 
 def test_higher_is_better_is_inverted_so_a_drop_is_a_rise():
-    assert asv_bridge.asv_value(2.0, "lower") == 2.0
-    assert asv_bridge.asv_value(4.0, "higher") == 0.25
-    assert asv_bridge.asv_value(3.6, "higher") > asv_bridge.asv_value(4.0, "higher")  # 10% drop
-    assert math.isnan(asv_bridge.asv_value(0.0, "higher"))
-    assert asv_bridge.inverted_unit("tokens/s") == "s/tokens"
-    assert asv_bridge.inverted_unit("") == "1/value"
+    assert asv_adapter.asv_value(2.0, "lower") == 2.0
+    assert asv_adapter.asv_value(4.0, "higher") == 0.25
+    assert asv_adapter.asv_value(3.6, "higher") > asv_adapter.asv_value(4.0, "higher")  # 10% drop
+    assert math.isnan(asv_adapter.asv_value(0.0, "higher"))
+    assert asv_adapter.inverted_unit("tokens/s") == "s/tokens"
+    assert asv_adapter.inverted_unit("") == "1/value"
 
 
 def test_profile_and_param_environment(monkeypatch):
     from suites.attention import Attention
 
-    monkeypatch.setenv(asv_bridge.ENV_PARAM, "variant=linear,flash;causal=true")
-    lay = asv_bridge.layout(Attention)
+    monkeypatch.setenv(asv_adapter.ENV_PARAM, "variant=linear,flash;causal=true")
+    lay = asv_adapter.layout(Attention)
     assert lay.params[lay.param_names.index("causal")] == (True,)
     assert lay.params[-1] == ("linear", "flash")
     assert len(lay.cases) == 2 * 2  # two passes x two variants
-    monkeypatch.setenv(asv_bridge.ENV_PROFILE, "nightly")
-    monkeypatch.delenv(asv_bridge.ENV_PARAM)
-    lay = asv_bridge.layout(Attention)
+    monkeypatch.setenv(asv_adapter.ENV_PROFILE, "nightly")
+    monkeypatch.delenv(asv_adapter.ENV_PARAM)
+    lay = asv_adapter.layout(Attention)
     assert 32768 in lay.params[lay.param_names.index("seq_len")]
 
 
@@ -110,25 +120,53 @@ def test_measured_once_per_sample(tmp_path, monkeypatch):
     """Several metrics at one point share a record; a second sample measures again."""
     from suites.attention import Attention
 
+    _bench(Attention)
     calls = []
-    monkeypatch.setattr(asv_bridge, "_measure", lambda cls, case: calls.append(case) or _fake_record(case))
+
+    def fake_measure(cls, case, folder):
+        calls.append(case)
+        folder.mkdir(parents=True)
+        record = _fake_record(case)
+        with RecordWriter(folder) as w:
+            w.write(record)
+        return record
+
+    monkeypatch.setattr(asv_adapter, "_measure", fake_measure)
     cache = {"dir": str(tmp_path)}
     point = next(iter(Attention.__asv_layout__.cases))
     case = Attention.__asv_layout__.cases[point]
     for metric in ATTENTION_METRICS:
-        asv_bridge.record_for(Attention, case, cache, point, metric)
+        asv_adapter.record_for(Attention, case, cache, point, metric)
     assert len(calls) == 1
-    asv_bridge.record_for(Attention, case, cache, point, "latency")  # latency's second sample
+    asv_adapter.record_for(Attention, case, cache, point, "latency")  # latency's second sample
     assert len(calls) == 2
-    asv_bridge.record_for(Attention, case, cache, point, "tflops")  # reuses that second sample
+    asv_adapter.record_for(Attention, case, cache, point, "tflops")  # reuses that second sample
     assert len(calls) == 2
+
+
+def test_a_measurement_is_a_complete_run_folder(tmp_path, monkeypatch):
+    """asv measures through the run session: each sample is a run folder that export reads."""
+    from harness.results import load_results
+    from suites.attention import Attention
+
+    monkeypatch.setenv(asv_adapter.ENV_PARAM, "variant=linear;causal=false;pass=forward")
+    monkeypatch.setenv(asv_adapter.ENV_DEVICE, "cpu")
+    _bench(Attention)
+    point = next(iter(Attention.__asv_layout__.cases))
+    record = asv_adapter.record_for(Attention, Attention.__asv_layout__.cases[point], {"dir": str(tmp_path)},
+                                    point, "latency")
+    assert record.status == "ok" and record.metrics["latency"].kind == "time"
+    (folder,) = [p for p in tmp_path.rglob("run.json")]
+    run = load_results(folder.parent)
+    assert run.finished and run.suites_meta["attention"]["reference"] == "softmax"
+    assert run.environment["device"] == "cpu"
 
 
 def _fake_record(case):
     from harness.results import Record
 
     return Record(suite=case.suite, variant=case.variant, params=case.params_dict, device="cpu", status="ok",
-                  metrics={"latency": {"value": 1.0, "unit": "ms", "better": "lower"}})
+                  metrics={"latency": {"value": 1.0, "unit": "ms", "better": "lower", "kind": "time"}})
 
 
 # --------------------------------------------------------------------------- real asv

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from harness.baseline import BASELINE_SCHEMA_VERSION, MAX_SAMPLES, load_results, thin_samples
+from harness.baseline import MAX_SAMPLES, thin_samples
+from harness.results import BASELINE_SCHEMA_VERSION, load_results
 from harness.cli import main
 from synthetic_runs import standard_run
 

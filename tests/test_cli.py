@@ -21,13 +21,19 @@ def test_run_writes_a_run_folder_and_prints_tables(capsys, tmp_path, toy_suite_f
     out = tmp_path / "run"
     code, stdout, err = run_cli(capsys, "run", str(toy_suite_file), "--profile", "quick", "--device", "cpu",
                                 "--variant", "ok,gpu_only,raises", "--out", str(out), "--no-progress")
-    assert code == 0
+    assert code == 1  # a case failed
+    assert "1 case(s) did not succeed; exit 1" in err
     assert "### toy: latency [ms]" in stdout
     assert "| ok | raises |" in stdout  # one grid point: no row params, skipped column folded
     assert "Skipped: gpu_only (needs a CUDA device)" in stdout
     assert sorted(p.name for p in out.iterdir()) == ["environment.json", "records.jsonl", "run.json"]
     meta = json.loads((out / "run.json").read_text())
     assert meta["finished"] and meta["status_counts"] == {"ok": 1, "skipped": 1, "failed": 1}
+    assert meta["argv"] == ["harness", "run", str(toy_suite_file), "--profile", "quick", "--device", "cpu",
+                            "--variant", "ok,gpu_only,raises", "--out", str(out), "--no-progress"]
+    code, _, _ = run_cli(capsys, "run", str(toy_suite_file), "--device", "cpu", "--variant", "raises",
+                         "--out", str(tmp_path / "again"), "--no-progress", "--quiet", "--allow-failures")
+    assert code == 0
     env = json.loads((out / "environment.json").read_text())
     for key in ("git", "host", "cpu", "torch_threads", "python", "torch", "cuda", "cudnn", "device_name"):
         assert key in env
@@ -61,7 +67,7 @@ BAD_RUNS = [
     (["run", "attention", "--device", "tpu"], "unknown device 'tpu'"),
     (["run", "attention", "-k", "nothing-matches-this"], "no case matches -k"),
     (["run", "attention", "--threads", "0"], "--threads must be at least 1"),
-    (["run", "attention", "--timeout", "-1"], "--timeout must be positive"),
+    (["run", "attention", "--timeout", "-1"], "--timeout must be a positive number"),
     (["run", "no/such/file.py"], "no such suite file or folder"),
     (["run", "attention", "--frobnicate"], "unrecognized arguments: --frobnicate"),
 ]
@@ -104,7 +110,7 @@ def test_bad_export_input(capsys, tmp_path):
     assert code == 2 and err == f"harness: error: no such run folder: {tmp_path / 'missing'}\n"
 
     (tmp_path / "corrupt").mkdir()
-    good = json.dumps({"suite": "s", "variant": "v", "params": {}, "device": "cpu", "status": "ok", "schema_version": 1})
+    good = json.dumps({"suite": "s", "variant": "v", "params": {}, "device": "cpu", "status": "ok", "schema_version": 2})
     (tmp_path / "corrupt" / "records.jsonl").write_text(good + "\n{oops\n" + good + "\n")
     code, _, err = run_cli(capsys, "export", str(tmp_path / "corrupt"))
     assert code == 2 and "line 2 is not valid JSON" in err

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.compare import CompareOptions, compare, judge, mann_whitney_p, metric_kind, render
-from harness.baseline import load_results
+from harness.compare import CompareOptions, compare, judge, mann_whitney_p, render
+from harness.results import load_results
 from synthetic_runs import ok_record, standard_run, status_record, timing_samples, write_run
 
 TRIALS = 2000
@@ -70,14 +70,6 @@ def test_very_noisy_slowdown_is_noisy_not_slower():
 )
 def test_directions_and_kinds(a, b, better, kind, expected):
     assert judge(a, b, better, kind, CompareOptions())[0] == expected
-
-
-def test_metric_kinds():
-    assert metric_kind("latency", "ms") == "time"
-    assert metric_kind("peak_memory", "MiB") == "memory"
-    assert metric_kind("throughput", "tokens/s") == "rate"
-    assert metric_kind("tflops", "TFLOP/s") == "rate"
-    assert metric_kind("fid", "") == "quality"
 
 
 def test_slowdown_of_whole_run(tmp_path):

@@ -12,7 +12,7 @@ from harness.export import build_tables, render
 from harness.plan import plan_suite
 from harness.registry import discover
 from harness.results import read_records
-from harness.runner import run_cases
+from harness.session import run_cases
 
 REGISTRY = discover()
 

@@ -11,7 +11,7 @@ import torch
 import suites.diffusion as diffusion
 from harness.metrics.fid import INCEPTION_ENV
 from harness.plan import plan_suite
-from harness.runner import run_cases
+from harness.session import run_cases
 from suites.common import diffusion_models as dm
 from suites.diffusion import (
     Diffusion,
@@ -137,7 +137,7 @@ def test_every_sampler_variant_runs_on_every_spacing():
                  "spacing": ["leading", "trailing", "linspace", "quadratic"]}
     cases = plan_suite(Diffusion, "quick", "cpu", overrides=overrides)
     assert {c.variant for c in cases} == set(Diffusion.variants())
-    records = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    records = run_cases(cases, {"diffusion": Diffusion}, progress=False)
     bad = [(r.variant, r.params, r.reason) for r in records if r.status != "ok"]
     assert not bad
     for r in records:
@@ -196,7 +196,7 @@ def test_digits_source_end_to_end_reports_substitute_and_unavailable_fid(monkeyp
     monkeypatch.setenv(INCEPTION_ENV, str(tmp_path / "missing.pth"))
     overrides = {"source": ["digits"], "n_samples": ["12"], "batch": ["12"], "steps": ["3"], "eta": ["0.0"]}
     cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides) if c.variant == "ddim"]
-    (record,) = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    (record,) = run_cases(cases, {"diffusion": Diffusion}, progress=False)
     assert record.status == "ok", record.reason
     assert record.metrics["fd_classifier"]["n_samples"] == 12
     assert record.metrics["fd_classifier"]["n_reference"] == 1797
@@ -241,11 +241,11 @@ def test_pretrained_source_runs_and_skips_without_a_model(tmp_path, monkeypatch)
                  "eta": ["0.0"], "spacing": ["trailing"]}
     cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides) if c.variant == "dpm_solver"]
     monkeypatch.delenv(diffusion.PRETRAINED_ENV, raising=False)
-    (skipped,) = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    (skipped,) = run_cases(cases, {"diffusion": Diffusion}, progress=False)
     assert skipped.status == "skipped" and diffusion.PRETRAINED_ENV in skipped.reason
     _tiny_unet(sample_size=8, channels=3).save_pretrained(tmp_path / "model")
     monkeypatch.setenv(diffusion.PRETRAINED_ENV, str(tmp_path / "model"))
-    (record,) = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    (record,) = run_cases(cases, {"diffusion": Diffusion}, progress=False)
     assert record.status == "ok", record.reason
     assert record.metrics["nfe"]["value"] == 2
     assert record.metrics["fid"]["status"] == "unavailable"

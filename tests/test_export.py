@@ -16,8 +16,8 @@ META = {"s": {"reference": "base", "metrics": {"latency": {"unit": "ms", "better
 def rec(variant, n, value, status="ok", **params):
     metrics = {}
     if status == "ok":
-        metrics = {"latency": metric_value(value, "ms", "lower", median=value, iqr=value / 10, n=5),
-                   "err": metric_value(value / 1000, "", "lower")}
+        metrics = {"latency": metric_value(value, "ms", "lower", "time", median=value, iqr=value / 10, n=5),
+                   "err": metric_value(value / 1000, "", "lower", "quality")}
     return Record("s", variant, {"n": n, "dtype": "float32", **params}, "cpu", status,
                   reason="needs a CUDA device" if status == "skipped" else ("boom" if status == "failed" else ""),
                   metrics=metrics)

@@ -14,7 +14,7 @@ from harness.results import (
     RecordWriter,
     ResultsError,
     TruncatedRecordWarning,
-    load_run,
+    load_results,
     metric_value,
     read_records,
     records_frame,
@@ -25,8 +25,8 @@ def make_record(variant="a", status="ok", value=1.5):
     metrics = {}
     if status == "ok":
         metrics = {
-            "latency": metric_value(value, "ms", "lower", median=value, iqr=0.1, n=3, samples=[value - 0.1, value, value + 0.1]),
-            "score": metric_value(0.25, "", "higher"),
+            "latency": metric_value(value, "ms", "lower", "time", median=value, iqr=0.1, n=3, samples=[value - 0.1, value, value + 0.1]),
+            "score": metric_value(0.25, "", "higher", "quality"),
         }
     return Record(suite="s", variant=variant, params={"n": 4, "causal": True, "dtype": "float32"}, device="cpu",
                   status=status, reason="" if status == "ok" else "why", metrics=metrics, run_id="r1")
@@ -53,7 +53,7 @@ def test_each_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
 
 def test_nan_is_stored_as_null():
     r = make_record()
-    r.metrics["score"]["value"] = math.nan
+    r.metrics["score"].value = math.nan
     assert json.loads(r.to_json())["metrics"]["score"]["value"] is None
 
 
@@ -91,9 +91,9 @@ def test_unknown_status_is_refused():
 
 def test_missing_run_folder_is_an_error(tmp_path):
     with pytest.raises(ResultsError, match="no such run folder"):
-        load_run(tmp_path / "nope")
+        load_results(tmp_path / "nope")
     with pytest.raises(ResultsError, match="not a run folder"):
-        load_run(tmp_path)
+        load_results(tmp_path)
 
 
 def test_records_frame_is_long_with_one_row_per_metric(tmp_path):

@@ -7,7 +7,7 @@ import pytest
 from harness.plan import plan_suite
 from harness.registry import discover
 from harness.results import read_records
-from harness.runner import run_cases
+from harness.session import run_cases
 
 
 def toy(path):
@@ -28,10 +28,11 @@ def by_variant(records):
 def test_in_process_statuses(toy_suite_file, tmp_path):
     cls = toy(toy_suite_file)
     cases = cases_for(cls, "ok", "raises", "oom", "gpu_only", "skips", "hangs")
-    records = run_cases(cases, {"toy": cls}, tmp_path, run_id="t", timeout_s=2.0, progress=False)
+    records = run_cases(cases, {"toy": cls}, tmp_path / "run", run_id="t", timeout_s=2.0, progress=False)
     rec = by_variant(records)
     assert rec["ok"].status == "ok"
-    assert rec["ok"].metrics["score"] == {"value": 8.0 * 8 * 8, "unit": "points", "better": "higher"}
+    assert rec["ok"].metrics["score"] == {"value": 8.0 * 8 * 8, "unit": "points", "better": "higher",
+                                             "kind": "quality"}
     assert rec["ok"].metrics["latency"]["unit"] == "ms" and rec["ok"].metrics["latency"]["n"] >= 3
     assert rec["ok"].metrics["tflops"]["value"] > 0
     assert rec["raises"].status == "failed"
@@ -43,18 +44,19 @@ def test_in_process_statuses(toy_suite_file, tmp_path):
     assert rec["skips"].status == "skipped" and rec["skips"].reason == "not meaningful at this size"
     assert rec["hangs"].status == "timeout"
     # every record reached the disk, in order
-    assert [r.variant for r in read_records(tmp_path)] == [c.variant for c in cases]
+    assert [r.variant for r in read_records(tmp_path / "run")] == [c.variant for c in cases]
 
 
 def test_isolated_statuses_timeout_and_killed_worker(toy_suite_file, tmp_path):
     cls = toy(toy_suite_file)
     cases = cases_for(cls, "ok", "dies", "raises", "hangs", "oom", "ok")
-    records = run_cases(cases, {"toy": cls}, tmp_path, run_id="t", isolate=True, timeout_s=5.0, progress=False)
+    records = run_cases(cases, {"toy": cls}, tmp_path / "run", run_id="t", isolate=True, timeout_s=5.0,
+                        progress=False)
     statuses = [r.status for r in records]
     assert statuses == ["ok", "crashed", "failed", "timeout", "oom", "ok"]
     assert "SIGKILL" in records[1].reason
     assert "worker killed" in records[3].reason
-    assert len(read_records(tmp_path)) == 6
+    assert len(read_records(tmp_path / "run")) == 6
 
 
 def test_prepare_failure_is_reported_for_every_variant(write_suite, tmp_path):

@@ -11,7 +11,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..suite import Timing
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the settings object only; measurement does not depend on the suite DSL
+    from ..suite import Timing
 from .stats import SampleStats
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024  # larger than the L2 of any current GPU (H100: 50 MiB)

@@ -1,11 +1,10 @@
-"""Every Suite is also an asv benchmark class: one ``track_<metric>`` per metric, measured by the engine.
+"""asv benchmarks built from suites: one class per suite, one ``track_<metric>`` per metric.
 
-``Suite.__init_subclass__`` calls :func:`attach`, which adds to the suite class one function
-``track_<metric>`` per metric (the engine's latency, peak_memory, tflops, throughput and the
-suite's own). asv finds them by their prefix when it imports ``suites/``. Everything asv reads
-about a benchmark is set on these functions, never on the suite class, so the names asv
-reserves (``params``, ``setup``, ``version``...) stay free there and ``harness.Suite`` itself,
-which has no ``track_`` function, is not a benchmark.
+Suites know nothing of asv. When asv imports its benchmark directory (``benchmarks/``), that
+package calls :func:`benchmark_classes`, which discovers the suites and builds, for each, a
+new class holding one function ``track_<metric>`` per metric (the engine's latency,
+peak_memory, tflops, throughput and the suite's own). Each function's ``benchmark_name`` is
+``<suite module>.<Suite class>.track_<metric>`` (e.g. ``attention.Attention.track_latency``).
 
 - **Params.** The grid of the profile named by ``$HARNESS_ASV_PROFILE`` (default ``quick``):
   one asv param per grid param, plus ``variant``, whose values are the variants with their own
@@ -14,11 +13,12 @@ which has no ``track_`` function, is not a benchmark.
   params, ``variant=a,b`` picks variants); ``$HARNESS_ASV_K`` filters like ``-k``. Points that
   are not in the plan, variants skipped here (a CUDA-only one on the CPU) and metrics a
   variant does not report are skipped in asv (shown as n/a), failures fail the benchmark.
-- **Measurement.** The engine's CaseExecutor measures the case (device events on CUDA, never
-  asv's host timer); ``$HARNESS_ASV_DEVICE`` picks the device (default ``auto``). A case is
-  measured once per asv sample: the record is written to the working folder that asv's
-  ``setup_cache`` gives every benchmark of a run, and each ``track_`` function takes the
-  oldest record it has not used yet, measuring a new one only when it has used them all.
+- **Measurement.** A run session (:mod:`harness.session`) measures the case (device events on
+  CUDA, never asv's host timer) into a complete run folder; ``$HARNESS_ASV_DEVICE`` picks the
+  device (default ``auto``). A case is measured once per asv sample: the run folders live in
+  the working folder that asv's ``setup_cache`` gives every benchmark of a run, and each
+  ``track_`` function takes the oldest record it has not used yet, measuring a new one only
+  when it has used them all.
 - **Version.** ``Suite.spec_hash()``: editing a comment keeps the history, changing the
   workload (grid, profiles, variants, code) starts a new one.
 - **Direction.** asv takes lower as better. A higher-is-better metric (TFLOP/s, throughput,
@@ -28,7 +28,7 @@ which has no ``track_`` function, is not a benchmark.
   throughput shows as a factor of 1.11), which a negated value would not give. A value of 0
   or below has no reciprocal and is reported as n/a.
 
-Nothing here touches the GPU or the disk at import time.
+Nothing here touches the GPU or the disk at import time, and no suite module imports this one.
 """
 
 from __future__ import annotations
@@ -135,44 +135,38 @@ def asv_setup_cache() -> dict[str, str]:
     return {"dir": os.getcwd()}
 
 
-def _point_file(cache: dict | None, suite: str, params: tuple) -> Path:
-    folder = Path(cache["dir"] if cache else os.getcwd()) / CACHE_FOLDER / suite
-    folder.mkdir(parents=True, exist_ok=True)
+def _point_folder(cache: dict | None, suite: str, params: tuple) -> Path:
     key = hashlib.sha1(json.dumps([repr(p) for p in params]).encode()).hexdigest()[:16]
-    return folder / f"{key}.jsonl"
+    folder = Path(cache["dir"] if cache else os.getcwd()) / CACHE_FOLDER / suite / key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
-def _measure(cls, case) -> "Record":  # noqa: F821 - results.Record, imported lazily
+def _measure(cls, case, folder: Path) -> "Record":  # noqa: F821 - results.Record, imported lazily
     from .environment import resolve_device
-    from .runner import CaseExecutor
+    from .session import RunOptions, RunSession
 
     threads = os.environ.get(ENV_THREADS, "").strip()
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
     device = resolve_device(os.environ.get(ENV_DEVICE, "").strip() or "auto")
-    executor = CaseExecutor({cls.suite_name(): cls}, run_id="asv")
-    try:
-        return executor.run(replace(case, device=device))
-    finally:
-        executor.drop_state()
+    options = RunOptions(device=device, profile=cls.__asv_layout__.profile, threads=int(threads) if threads else None,
+                         argv=["asv"])
+    session = RunSession(folder, [replace(case, device=device)], {cls.suite_name(): cls}, options, run_id="asv")
+    (record,) = session.run().records
+    return record
 
 
 def record_for(cls, case, cache: dict | None, params: tuple, metric: str):
     """The record this metric uses for this sample: the oldest it has not used, else a new one."""
-    from .results import Record, read_records
+    from .results import load_results
 
-    path = _point_file(cache, cls.suite_name(), params)
-    used_path = path.with_name(path.stem + f".{metric}.used")
+    point = _point_folder(cache, cls.suite_name(), params)
+    used_path = point / f"{metric}.used"
     used = int(used_path.read_text()) if used_path.is_file() else 0
-    records = read_records(path) if path.is_file() else []
-    if used < len(records):
-        record = records[used]
+    measured = sorted((p for p in point.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+    if used < len(measured):
+        record = load_results(measured[used]).records[0]
     else:
-        record: Record = _measure(cls, case)
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(record.to_json() + "\n")
+        record = _measure(cls, case, point / str(len(measured)))
     used_path.write_text(str(used + 1))
     return record
 
@@ -202,7 +196,7 @@ def _make_setup(cls, metric_name: str):
 
 def _make_track(cls, metric_name: str):
     def track(self, cache, *params):
-        """Return the value measured by the harness engine in setup (see harness.asv_bridge)."""
+        """Return the value measured by the harness engine in setup (see harness.asv_adapter)."""
         return _CURRENT.pop((cls.suite_name(), metric_name, tuple(params)))
 
     return track
@@ -220,27 +214,31 @@ def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
 
-def attach(cls) -> None:
-    """Give a Suite subclass one asv ``track_<metric>`` function per metric."""
-    if vars(cls).get("abstract"):
-        return
+def _name_prefix(cls) -> str:
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
+
+
+def benchmark_class(cls) -> type:
+    """A new asv benchmark class for a Suite subclass: one ``track_<metric>`` per metric."""
+    prefix = _name_prefix(cls)
+    namespace: dict[str, Any] = {"__doc__": f"asv benchmarks of the suite {cls.suite_name()!r}: {cls.description}"}
     try:
         lay = layout(cls)
         version = cls.spec_hash()
-    except Exception as exc:  # a broken declaration is reported by the registry; asv shows it failed
+    except Exception as exc:  # a broken declaration: asv shows the benchmark failing with the reason
         track = _make_failing_track(f"{type(exc).__name__}: {exc}")
-        track.__name__ = track.__qualname__ = "track_latency"
-        cls.track_latency = track
-        return
+        track.__name__ = "track_latency"
+        track.benchmark_name = f"{prefix}.track_latency"
+        namespace["track_latency"] = track
+        return type(cls.__name__, (), namespace)
     cls.__asv_layout__ = lay
-    if not lay.cases:  # everything filtered out by the environment: no benchmark
-        return
     timeout = float(os.environ.get(ENV_TIMEOUT, "").strip() or DEFAULT_TIMEOUT_S)
-    for metric in cls.metric_specs().values():
+    for metric in (cls.metric_specs().values() if lay.cases else ()):
         track = _make_track(cls, metric.name)
         fname = f"track_{_identifier(metric.name)}"
         track.__name__ = fname
         track.__qualname__ = f"{cls.__qualname__}.{fname}"
+        track.benchmark_name = f"{prefix}.{fname}"
         inverted = metric.better == "higher"
         track.params = [list(v) for v in lay.params]
         track.param_names = list(lay.param_names)
@@ -254,7 +252,30 @@ def attach(cls) -> None:
         track.pretty_source = (
             f"# suite {cls.suite_name()!r}, metric {metric.name!r} [{metric.unit}], {metric.better} is better\n"
             f"# {metric.description}\n"
-            f"# measured by the harness engine (harness.runner.CaseExecutor), profile {lay.profile!r}\n"
+            f"# measured by the harness engine (harness.session.RunSession), profile {lay.profile!r}\n"
             + (f"# recorded as 1/value in {track.unit} so that lower is better in asv\n" if inverted else "")
         )
-        setattr(cls, fname, track)
+        namespace[fname] = track
+    return type(cls.__name__, (), namespace)
+
+
+def benchmark_classes() -> dict[str, type]:
+    """Benchmark classes of every suite under ``suites/``, keyed by a module attribute name.
+
+    A suite file that fails to load becomes a benchmark that fails with the reason, so asv
+    shows it rather than dropping it.
+    """
+    from .registry import discover
+
+    reg = discover()
+    out: dict[str, type] = {}
+    for name in reg.names():
+        cls = reg.suites[name]
+        out[_identifier(_name_prefix(cls))] = benchmark_class(cls)
+    for failure in reg.failures:
+        stem = Path(failure.path).stem
+        track = _make_failing_track(f"suite file {failure.path} failed to load: {failure.error}")
+        track.__name__ = "track_latency"
+        track.benchmark_name = f"{stem}.LoadFailure.track_latency"
+        out[_identifier(f"{stem}_load_failure")] = type("LoadFailure", (), {"track_latency": track})
+    return out

@@ -1,0 +1,442 @@
+"""One run session: from planned cases to a complete run folder.
+
+Every caller that runs cases (the ``harness run`` command, the asv adapter, the tests, a user's
+Python) goes through :class:`RunSession`, so every run folder keeps the same promises:
+
+- ``environment.json``: where the run happened (written before the first case);
+- ``run.json``: what was asked for, the declarations of the suites involved (reference,
+  variants, metric units, directions and kinds), the planned cases, and the run's state:
+  ``running`` while it runs, then ``finished`` or ``interrupted``, with the status counts;
+- ``records.jsonl``: one record per case, appended and flushed as each case ends, so a killed
+  run loses nothing it had measured.
+
+:func:`run_suites` is the short form for Python users::
+
+    from harness import run_suites
+    results = run_suites(["attention"], profile="quick", device="cpu", out="results/att")
+    results.frame()          # pandas, one row per (case, metric)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .plan import Case, PlanError, plan_cases
+from .results import (
+    ENVIRONMENT_FILE,
+    RUN_FILE,
+    Record,
+    RecordWriter,
+    ResultSet,
+    _pid_alive,
+    ResultsError,
+    read_json,
+    write_json,
+)
+from .suite import Suite
+
+RUNS_ROOT = Path("results")
+RUNNING_FILE = "running.json"  # the case in progress; left behind only by a run that died
+
+
+class SessionError(ResultsError):
+    """A run folder cannot be created or written as asked."""
+
+
+class RunTerminated(BaseException):
+    """Raised in the main thread when the run receives SIGTERM (so the run folder is closed)."""
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def default_run_id(device: str) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{device.replace(':', '')}"
+
+
+def new_run_folder(run_id: str, root: Path = RUNS_ROOT) -> tuple[str, Path]:
+    """A fresh folder ``root/<run_id>`` (``-2``, ``-3``... when runs start in the same second)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 1000):
+        rid = run_id if i == 1 else f"{run_id}-{i}"
+        try:
+            (root / rid).mkdir()
+            return rid, root / rid
+        except FileExistsError:
+            continue
+    raise SessionError(f"cannot find a free run folder name for {run_id} under {root}")
+
+
+@dataclass
+class RunOptions:
+    """How a run executes and what it records as its request."""
+
+    device: str = "cpu"
+    profile: str | None = None
+    isolate: bool = False
+    timeout_s: float | None = None
+    threads: int | None = None
+    progress: bool = False
+    pattern: str | None = None
+    param_overrides: dict[str, list[str]] = field(default_factory=dict)
+    variants: list[str] = field(default_factory=list)
+    argv: list[str] | None = None
+
+
+class Progress:
+    """Cases done, the current case and elapsed time, on stderr."""
+
+    def __init__(self, total: int, stream=None, enabled: bool = True):
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.t0 = time.perf_counter()
+        self.done = 0
+
+    def _elapsed(self) -> str:
+        s = int(time.perf_counter() - self.t0)
+        return f"{s // 60:02d}:{s % 60:02d}"
+
+    def start(self, case: Case) -> None:
+        if self.enabled and self.tty:
+            line = f"[{self.done}/{self.total} {self._elapsed()}] {case.label()}"
+            self.stream.write("\r\x1b[2K" + line[:150])
+            self.stream.flush()
+
+    def finish(self, case: Case, record: Record) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        lat = record.metrics["latency"].value if "latency" in record.metrics else None
+        extra = f" {lat:.4g} ms" if isinstance(lat, (int, float)) else ""
+        why = f" ({record.reason[:80]})" if record.status != "ok" else ""
+        line = f"[{self.done}/{self.total} {self._elapsed()}] {record.status:<7} {case.label()}{extra}{why}"
+        self.stream.write(("\r\x1b[2K" if self.tty else "") + line + "\n")
+        self.stream.flush()
+
+
+class _sigterm_as_exception:
+    """Turn SIGTERM into :class:`RunTerminated` in the main thread while a run is open."""
+
+    def __enter__(self):
+        self.active = threading.current_thread() is threading.main_thread()
+        if self.active:
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise RunTerminated("terminated by SIGTERM")
+
+    def __exit__(self, *exc):
+        if self.active:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+class RunSession:
+    """Owns one run folder: writes its environment, its request and every record.
+
+    ``cases`` and ``suites`` (name -> Suite class) come from :func:`harness.plan.plan_cases`.
+    ``executor`` (an object with ``run(case, timeout_s) -> Record`` and ``close()``) replaces
+    the default one (in-process, or isolated worker processes with ``options.isolate``).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path | None,
+        cases: Sequence[Case],
+        suites: dict[str, type[Suite]],
+        options: RunOptions | None = None,
+        *,
+        run_id: str | None = None,
+        load_failures: Iterable[Any] = (),
+        executor=None,
+    ):
+        self.options = options or RunOptions()
+        self.cases = list(cases)
+        self.suites = dict(suites)
+        self.load_failures = list(load_failures)
+        self.executor = executor
+        self.run_id = run_id or default_run_id(self.options.device)
+        if folder is None:
+            self.run_id, self.folder = new_run_folder(self.run_id)
+        else:
+            self.folder = Path(folder)
+            if self.folder.exists() and not self.folder.is_dir():
+                raise SessionError(f"run folder {self.folder} exists and is not a folder")
+            if self.folder.is_dir() and any(self.folder.iterdir()):
+                raise SessionError(f"run folder {self.folder} already exists and is not empty; choose a new folder")
+        self.meta: dict[str, Any] = {}
+        self.records: list[Record] = []
+
+    # ------------------------------------------------------------------ the run folder
+    def _open(self) -> None:
+        import torch
+
+        from .environment import fingerprint
+
+        opts = self.options
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SessionError(f"cannot create run folder {self.folder}: {exc.strerror or exc}") from None
+        if opts.threads is not None:
+            torch.set_num_threads(opts.threads)
+        self.meta = {
+            "run_id": self.run_id,
+            "argv": opts.argv,
+            "profile": opts.profile,
+            "device": opts.device,
+            "pattern": opts.pattern,
+            "param_overrides": opts.param_overrides,
+            "variants": opts.variants,
+            "isolate": bool(opts.isolate),
+            "timeout_s": opts.timeout_s,
+            "threads": torch.get_num_threads(),
+            "suites": {name: cls.declaration() for name, cls in self.suites.items()},
+            "suite_locations": {name: list(_location(cls)) for name, cls in self.suites.items()},
+            "load_failures": [{"path": f.path, "error": f.error} for f in self.load_failures],
+            "cases": [{"suite": c.suite, "variant": c.variant, "params": c.params_dict} for c in self.cases],
+            "n_cases": len(self.cases),
+            "started_at": _now(),
+            "state": "running",
+            "finished": False,
+            "pid": os.getpid(),
+        }
+        try:
+            write_json(self.folder / RUN_FILE, self.meta)
+            write_json(self.folder / ENVIRONMENT_FILE, fingerprint(opts.device))
+        except OSError as exc:
+            raise SessionError(f"cannot write to run folder {self.folder}: {exc.strerror or exc}") from None
+
+    def _close(self, state: str) -> None:
+        counts: dict[str, int] = {}
+        for r in self.records:
+            counts[r.status] = counts.get(r.status, 0) + 1
+        self.meta.update(state=state, finished=state == "finished", status_counts=counts, finished_at=_now())
+        write_json(self.folder / RUN_FILE, self.meta)
+
+    def _make_executor(self):
+        from .runner import make_executor
+
+        return make_executor(self.suites, self.run_id, isolate=self.options.isolate, threads=self.options.threads)
+
+    def run(self) -> ResultSet:
+        """Run every case, writing each record as it ends; returns the loaded run."""
+        self._open()
+        return self._execute(self.cases, self.load_failures)
+
+    def _execute(self, cases: list[Case], load_failures: list) -> ResultSet:
+        writer = RecordWriter(self.folder)
+        bar = Progress(len(cases), enabled=self.options.progress)
+        state = "interrupted"
+        executor = None
+        try:
+            executor = self.executor or self._make_executor()
+            with _sigterm_as_exception():
+                for failure in load_failures:
+                    record = Record(suite=Path(failure.path).stem, variant="*", params={}, device=self.options.device,
+                                    status="failed", reason=f"suite file failed to load: {failure.error}",
+                                    run_id=self.run_id)
+                    writer.write(record)
+                    self.records.append(record)
+                for case in cases:
+                    bar.start(case)
+                    write_json(self.folder / RUNNING_FILE, {"suite": case.suite, "variant": case.variant,
+                                                            "params": case.params_dict, "started_at": _now()})
+                    record = executor.run(case, self.options.timeout_s)
+                    writer.write(record)
+                    (self.folder / RUNNING_FILE).unlink(missing_ok=True)
+                    self.records.append(record)
+                    bar.finish(case, record)
+                state = "finished"
+        finally:
+            writer.close()
+            try:
+                if executor is not None:
+                    executor.close()
+            finally:
+                self._close(state)
+        return self.results()
+
+    # ------------------------------------------------------------------ resuming
+    @classmethod
+    def resume(cls, folder: str | Path, *, progress: bool = False, executor=None) -> "RunSession":
+        """A session that continues an interrupted, killed or crashed run in ``folder``.
+
+        The plan is made again from the request in ``run.json`` and must equal the planned
+        cases stored there. Finished records stay; the case that was running when the run died
+        becomes ``crashed``; call :meth:`run_remaining` to run the rest.
+        """
+        from .registry import RegistryError, load_suite_class
+        from .results import RECORDS_FILE, read_records
+
+        folder = Path(folder)
+        meta = read_json(folder / RUN_FILE)
+        if not meta:
+            raise SessionError(f"{folder} is not a run folder (no {RUN_FILE})")
+        if meta.get("finished"):
+            raise SessionError(f"run {meta.get('run_id') or folder.name} in {folder} has finished; nothing to resume")
+        if meta.get("state") == "running" and _pid_alive(meta.get("pid")):
+            raise SessionError(f"run {meta.get('run_id')} in {folder} is still running (pid {meta['pid']})")
+        suites: dict[str, type[Suite]] = {}
+        for name, (path, qualname) in (meta.get("suite_locations") or {}).items():
+            try:
+                suites[name] = load_suite_class(path, qualname)
+            except Exception as exc:
+                raise RegistryError(f"cannot resume: suite {name!r} from {path} does not load: {exc}") from None
+        options = RunOptions(
+            device=meta.get("device") or "cpu", profile=meta.get("profile"), isolate=bool(meta.get("isolate")),
+            timeout_s=meta.get("timeout_s"), threads=meta.get("threads"), progress=progress,
+            pattern=meta.get("pattern"), param_overrides=meta.get("param_overrides") or {},
+            variants=meta.get("variants") or [], argv=meta.get("argv"),
+        )
+        cases = plan_cases(list(suites.values()), options.profile or "quick", options.device, options.pattern,
+                           options.param_overrides, options.variants)
+        planned = [{"suite": c.suite, "variant": c.variant, "params": c.params_dict} for c in cases]
+        if json.loads(json.dumps(planned, default=str)) != meta.get("cases"):
+            raise SessionError(f"cannot resume {folder}: the suites' plan has changed since the run started")
+        session = cls.__new__(cls)
+        session.options, session.cases, session.suites = options, cases, suites
+        session.load_failures, session.executor = [], executor
+        session.run_id, session.folder, session.meta = meta.get("run_id") or folder.name, folder, meta
+        _drop_truncated_tail(folder / RECORDS_FILE)
+        session.records = read_records(folder / RECORDS_FILE) if (folder / RECORDS_FILE).is_file() else []
+        return session
+
+    def run_remaining(self) -> ResultSet:
+        """Record the case that was running as ``crashed``, then run the cases not yet recorded."""
+        done = {r.key for r in self.records}
+        running = read_json(self.folder / RUNNING_FILE)
+        self.meta.setdefault("resumed_at", []).append(_now())
+        self.meta.update(state="running", finished=False, pid=os.getpid())
+        write_json(self.folder / RUN_FILE, self.meta)
+        if running:
+            by_key = {(c.suite, c.variant, json.dumps(c.params_dict, sort_keys=True, default=str)): c
+                      for c in self.cases}
+            key = (running.get("suite"), running.get("variant"),
+                   json.dumps(running.get("params"), sort_keys=True, default=str))
+            case = by_key.get(key)
+            if case is not None and key not in done:
+                record = Record(suite=case.suite, variant=case.variant, params=case.params_dict, device=case.device,
+                                status="crashed", run_id=self.run_id, started_at=str(running.get("started_at", "")),
+                                reason="the run's process died while this case was running (killed, or a crash "
+                                       "such as a segfault); recorded when the run was resumed")
+                print(f"harness: the run stopped while running {case.label()}; recorded as crashed", file=sys.stderr)
+                with RecordWriter(self.folder) as w:
+                    w.write(record)
+                self.records.append(record)
+                done.add(key)
+            (self.folder / RUNNING_FILE).unlink(missing_ok=True)
+        remaining = [c for c in self.cases
+                     if (c.suite, c.variant, json.dumps(c.params_dict, sort_keys=True, default=str)) not in done]
+        return self._execute(remaining, [])
+
+    def results(self) -> ResultSet:
+        """The run folder as loaded results (what export and compare read)."""
+        environment = read_json(self.folder / ENVIRONMENT_FILE)
+        return ResultSet(f"run {self.run_id}", "run", list(self.records), environment, dict(self.meta), [], self.folder)
+
+
+def _location(cls: type[Suite]) -> tuple[str, str]:
+    from .registry import class_location
+
+    return class_location(cls)
+
+
+def _drop_truncated_tail(path: Path) -> None:
+    """Cut a records file back to its last complete line (a run killed while writing one)."""
+    if not path.is_file():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        path.write_bytes(data[: data.rfind(b"\n") + 1])
+
+
+def run_suites(
+    suites: Sequence[str | type[Suite]],
+    profile: str = "quick",
+    device: str = "cpu",
+    out: str | Path | None = None,
+    *,
+    pattern: str | None = None,
+    params: dict[str, Sequence[Any]] | None = None,
+    variants: Sequence[str] | None = None,
+    isolate: bool = False,
+    timeout_s: float | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+) -> ResultSet:
+    """Plan and run suites (classes, or names of registered suites) into a complete run folder.
+
+    ``params`` replaces a param's values (``{"seq_len": [256, 512]}``), as ``--param`` does.
+    """
+    from .environment import resolve_device
+    from .registry import discover
+
+    classes: list[type[Suite]] = []
+    registry = None
+    for s in suites:
+        if isinstance(s, str):
+            registry = registry or discover()
+            classes.append(registry.get(s))
+        elif isinstance(s, type) and issubclass(s, Suite):
+            classes.append(s)
+        else:
+            raise PlanError(f"not a suite: {s!r}")
+    try:
+        device = resolve_device(device)
+    except ValueError as exc:
+        raise PlanError(str(exc)) from None
+    overrides = {k: [str(v) for v in vals] for k, vals in (params or {}).items()}
+    cases = plan_cases(classes, profile, device, pattern, overrides, list(variants or []))
+    options = RunOptions(device=device, profile=profile, isolate=isolate, timeout_s=timeout_s, threads=threads,
+                         progress=progress, pattern=pattern, param_overrides=overrides, variants=list(variants or []))
+    session = RunSession(out, cases, {c.suite_name(): c for c in classes}, options)
+    return session.run()
+
+
+def run_cases(
+    cases: Sequence[Case],
+    suites: dict[str, type[Suite]],
+    out_dir: str | Path | None = None,
+    *,
+    run_id: str = "",
+    isolate: bool = False,
+    timeout_s: float | None = None,
+    threads: int | None = None,
+    progress: bool = False,
+    executor=None,
+) -> list[Record]:
+    """Run already planned cases through a session; returns the records.
+
+    Without ``out_dir`` the run folder is a temporary one, removed afterwards (for tests and
+    callers that only want the records).
+    """
+    import tempfile
+
+    cases = list(cases)
+    device = cases[0].device if cases else "cpu"
+    options = RunOptions(device=device, isolate=isolate, timeout_s=timeout_s, threads=threads, progress=progress)
+    if out_dir is not None:
+        session = RunSession(out_dir, cases, suites, options, run_id=run_id or None, executor=executor)
+        session.run()
+        return session.records
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
+        session = RunSession(Path(tmp) / "run", cases, suites, options, run_id=run_id or None, executor=executor)
+        session.run()
+        return session.records

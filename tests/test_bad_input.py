@@ -1,0 +1,180 @@
+"""Every bad input across every subcommand: one line, exit 2, no traceback, nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from synthetic_runs import standard_run, write_run, ok_record
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Run folders, baselines and files the bad commands point at (built once)."""
+    root = tmp_path_factory.mktemp("world")
+    standard_run(root / "run_a", seed=0)
+    standard_run(root / "run_b", seed=1)
+    other = write_run(root / "run_other", [ok_record("base", 64, [1.0, 1.1, 0.9])])
+    meta = json.loads((other / "run.json").read_text())
+    for r in [json.loads(x) for x in (other / "records.jsonl").read_text().splitlines()]:
+        r["suite"] = "elsewhere"
+    recs = [json.loads(x) for x in (other / "records.jsonl").read_text().splitlines()]
+    for r in recs:
+        r["suite"] = "elsewhere"
+    (other / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    meta["suites"] = {"elsewhere": meta["suites"]["toy"]}
+    (other / "run.json").write_text(json.dumps(meta))
+    (root / "a_file.txt").write_text("not a folder\n")
+    (root / "not_json.json").write_text("{oops")
+    (root / "other_schema.json").write_text(json.dumps({"schema": "dl-harness-baseline", "schema_version": 99}))
+    (root / "not_baseline.json").write_text(json.dumps({"hello": 1}))
+    nulls = root / "null_params"
+    nulls.mkdir()
+    rec = {"suite": "s", "variant": "v", "params": None, "device": "cpu", "status": "ok", "schema_version": 2}
+    (nulls / "records.jsonl").write_text(json.dumps(rec) + "\n")
+    badmetric = root / "bad_metric"
+    badmetric.mkdir()
+    rec = {"suite": "s", "variant": "v", "params": {}, "device": "cpu", "status": "ok", "schema_version": 2,
+           "metrics": {"latency": {"value": 1.0, "unit": "ms", "better": "sideways", "kind": "time"}}}
+    (badmetric / "records.jsonl").write_text(json.dumps(rec) + "\n")
+    badstatus = root / "bad_status"
+    badstatus.mkdir()
+    rec = {"suite": "s", "variant": "v", "params": {}, "device": "cpu", "status": "exploded", "schema_version": 2}
+    (badstatus / "records.jsonl").write_text(json.dumps(rec) + "\n")
+    empty = root / "empty_run"
+    empty.mkdir()
+    (empty / "records.jsonl").write_text("")
+    ro = root / "readonly"
+    ro.mkdir()
+    return root
+
+
+W = "{w}"  # replaced by the world folder
+BAD = [
+    # run: names, values, devices, limits
+    (["run", "attentoin"], "unknown suite"),
+    (["run", "attention", "--variant", "sofmax"], "unknown variant"),
+    (["run", "attention", "--variant", ""], "names no variant"),
+    (["run", "attention", "--variant", ",,"], "names no variant"),
+    (["run", "attention", "--param", "seqlen=128"], "unknown param"),
+    (["run", "attention", "--param", "seq_len=long"], "malformed value"),
+    (["run", "attention", "--param", "seq_len=128,128"], "given twice"),
+    (["run", "attention", "--param", "seq_len=128", "--param", "seq_len=128"], "given twice"),
+    (["run", "attention", "--param", "=128"], "expected NAME=V1,V2"),
+    (["run", "attention", "--param", "seq_len="], "expected NAME=V1,V2"),
+    (["run", "attention", "--param", "causal=maybe"], "is not a boolean"),
+    (["run", "attention", "--profile", "quik"], "has no profile"),
+    (["run", "attention", "--device", "tpu"], "unknown device"),
+    (["run", "attention", "--device", "cuda:x"], "device"),
+    (["run", "attention", "-k", "zzz-nothing"], "no case matches"),
+    (["run", "attention", "--threads", "0"], "--threads must be at least 1"),
+    (["run", "attention", "--threads", "two"], "invalid int value"),
+    (["run", "attention", "--timeout", "-1"], "--timeout must be a positive number"),
+    (["run", "attention", "--timeout", "0"], "--timeout must be a positive number"),
+    (["run", "attention", "--timeout", "nan"], "--timeout must be a positive number"),
+    (["run", "attention", "--timeout", "inf"], "--timeout must be a positive number"),
+    (["run", "attention", "--timeout", "soon"], "invalid float value"),
+    (["run", "no/such/file.py"], "no such suite file or folder"),
+    (["run", f"{W}/a_file.txt"], "not a Python file"),
+    (["run", "attention", "--out", f"{W}/a_file.txt"], "not a folder"),
+    (["run", "attention", "--out", f"{W}/run_a"], "not empty"),
+    (["run", "attention", "--format", "pdf"], "invalid choice"),
+    (["run", "attention", "--against", "no-such-baseline"], "unknown baseline"),
+    (["run", "attention", "--against", f"{W}/not_json.json"], "corrupt"),
+    (["run", "attention", "--threshold", "time"], "expected KIND=FRACTION"),
+    (["run", "--resume", f"{W}/a_file.txt"], "not a run folder"),
+    (["run", "--resume", f"{W}/run_a"], "has finished"),
+    (["run", "attention", "--resume", f"{W}/run_a"], "--resume continues the run's own plan"),
+    (["run", "attention", "--frobnicate"], "unrecognized arguments"),
+    # list
+    (["list", "attentoin"], "unknown suite"),
+    (["list", "no/such/dir/"], "no such suite file or folder"),
+    # export
+    (["export", f"{W}/missing"], "no such run folder"),
+    (["export", f"{W}/empty_run"], "holds no records"),
+    (["export", f"{W}/null_params"], "params must be an object"),
+    (["export", f"{W}/bad_metric"], "direction must be"),
+    (["export", f"{W}/bad_status"], "status must be one of"),
+    (["export", f"{W}/run_a", "--format", "docx"], "unknown format"),
+    (["export", f"{W}/run_a", "--metric", "latncy"], "run has no metric"),
+    (["export", f"{W}/run_a", "--suite", "toyy"], "run has no suite"),
+    (["export", f"{W}/run_a", "-o", f"{W}/no/such/dir/out.md"], "does not exist"),
+    (["export", f"{W}/run_a", "-o", f"{W}"], "is a folder"),
+    (["export", f"{W}/run_a", "-o", f"{W}/readonly/out.md"], "cannot be written"),
+    (["export", f"{W}/a_file.txt"], "neither a run folder nor a baseline file"),
+    # compare
+    (["compare", f"{W}/run_a", f"{W}/missing"], "no such run folder"),
+    (["compare", f"{W}/run_a", "no-such-baseline"], "unknown baseline"),
+    (["compare", f"{W}/run_a", f"{W}/not_json.json"], "corrupt"),
+    (["compare", f"{W}/run_a", f"{W}/other_schema.json"], "schema version"),
+    (["compare", f"{W}/run_a", f"{W}/not_baseline.json"], "is not a harness baseline"),
+    (["compare", f"{W}/run_a", f"{W}/run_other"], "no case in common"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--format", "xml"], "unknown format"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "speed=0.1"], "unknown metric kind"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "time=-1"], "non-negative"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "time=fast"], "expected KIND=FRACTION"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--alpha", "2"], "alpha must be between 0 and 1"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "-o", f"{W}/no/such/dir/c.md"], "does not exist"),
+    (["compare", f"{W}/run_a"], "the following arguments are required"),
+    # baseline
+    (["baseline", "save", f"{W}/run_a", "--name", "bad name"], "bad baseline name"),
+    (["baseline", "save", f"{W}/run_a", "--name", "x", "--dir", f"{W}/a_file.txt"], "is not a folder"),
+    (["baseline", "save", f"{W}/missing", "--name", "x", "--dir", f"{W}/bl"], "no such run folder"),
+    (["baseline", "save", f"{W}/empty_run", "--name", "x", "--dir", f"{W}/bl"], "holds no records"),
+    (["baseline", "save", f"{W}/run_a"], "the following arguments are required"),
+    (["baseline"], "baseline needs a subcommand"),
+    # report
+    (["report", f"{W}/missing"], "no such run folder"),
+    (["report", f"{W}/run_a", "--against", "no-such-baseline"], "unknown baseline"),
+    (["report", f"{W}/run_a", "-o", f"{W}/no/such/dir/r.html"], "does not exist"),
+    (["report", f"{W}/run_a", "-o", f"{W}"], "is a folder"),
+    # no command at all / unknown command
+    (["frobnicate"], "invalid choice"),
+]
+
+
+def _snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("argv,message", BAD, ids=[" ".join(a)[:60] for a, _ in BAD])
+def test_bad_input(world, capsys, argv, message, monkeypatch):
+    if "readonly" in " ".join(argv):
+        if os.geteuid() == 0:
+            pytest.skip("root writes anywhere: a read-only folder cannot be made here")
+        (world / "readonly").chmod(0o500)
+    monkeypatch.setenv("HARNESS_BASELINES_DIR", str(world / "bl"))
+    monkeypatch.chdir(world)
+    before = _snapshot(world)
+    code = main([a.replace(W, str(world)) for a in argv])
+    out, err = capsys.readouterr()
+    assert code == 2, (code, out, err)
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harness: error: "), err
+    assert message in err
+    assert "Traceback" not in err
+    assert _snapshot(world) == before, "a bad command wrote something"
+
+
+def test_there_are_at_least_forty(world):
+    assert len(BAD) >= 40
+
+
+def test_commands_survive_a_closed_pipe(tmp_path):
+    """`harness ... | head -1`: the reader leaves early; no traceback, exit 0."""
+    env = {**os.environ, "HARNESS_BASELINES_DIR": str(Path(__file__).resolve().parent.parent / "baselines")}
+    code = ("import sys, subprocess\n"
+            "p = subprocess.Popen([sys.executable, '-m', 'harness', 'list'], stdout=subprocess.PIPE, "
+            "stderr=subprocess.PIPE)\n"
+            "p.stdout.readline(); p.stdout.close()\n"
+            "err = p.stderr.read().decode(); print(p.wait()); print(err)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    rc, _, err = done.stdout.partition("\n")
+    assert rc.strip() == "0", done.stdout
+    assert "Traceback" not in err and "BrokenPipe" not in err

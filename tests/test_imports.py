@@ -1,0 +1,138 @@
+"""The engine's import graph: every module imports alone, no cycles, suites know nothing of asv."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HARNESS = Path(__file__).resolve().parent.parent / "harness"
+
+
+def module_names() -> list[str]:
+    names = []
+    for path in sorted(HARNESS.rglob("*.py")):
+        rel = path.relative_to(HARNESS.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        names.append(".".join(parts))
+    return names
+
+
+def _module_path(name: str) -> Path:
+    base = HARNESS.parent.joinpath(*name.split("."))
+    return base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+
+
+def imports_of(name: str) -> set[str]:
+    """harness modules that ``name`` imports, at any level (lazy imports in functions included)."""
+    path = _module_path(name)
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    known = set(module_names())
+    out: set[str] = set()
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):  # imports for type checkers only do not count
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
+    for node in ast.walk(tree):
+        targets: list[str] = []
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            else:
+                mod = node.module or ""
+            targets = [mod] + [f"{mod}.{a.name}" for a in node.names]
+        for t in targets:
+            # the deepest known harness module named by the import
+            while t and t not in known:
+                t = t.rsplit(".", 1)[0] if "." in t else ""
+            if t and t != name:
+                out.add(t)
+    return out
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(graph.get(n, ())):
+            if state.get(m) == 1:
+                return stack[stack.index(m):] + [m]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(graph):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+def test_find_cycle_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_inside_the_engine():
+    # a package imports its submodules by design (harness -> harness.suite); edges from a
+    # package's __init__ are left out, the rest must form no cycle
+    graph = {n: {m for m in imports_of(n) if not m.startswith(n + ".")} for n in module_names()}
+    graph = {n: deps - {"harness"} for n, deps in graph.items()}
+    cycle = find_cycle(graph)
+    assert cycle is None, " -> ".join(cycle)
+
+
+def test_the_declaration_layer_and_measurement_import_no_engine_above_them():
+    assert imports_of("harness.suite") == set()
+    for name in module_names():
+        if name.startswith("harness.measure"):
+            assert not {m for m in imports_of(name) if not m.startswith("harness.measure")}, name
+
+
+@pytest.mark.parametrize("name", [n for n in module_names() if n != "harness.__main__"])  # that one runs
+def test_every_module_imports_alone(name):
+    out = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=300,
+                         cwd=HARNESS.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_defining_a_suite_loads_no_asv_code_and_reads_no_environment():
+    code = """if True:
+        import os, sys
+        seen = []
+        class Spy(dict):
+            def get(self, k, *a):
+                seen.append(k); return super().get(k, *a)
+            def __getitem__(self, k):
+                seen.append(k); return super().__getitem__(k)
+        from harness import Suite, Workload, variant
+        os.environ = Spy(os.environ)
+        class T(Suite):
+            name = "t"; grid = {"n": [1]}
+            @variant()
+            def a(self, state, params): return Workload(lambda: None)
+        asv = [m for m in sys.modules if m == "asv" or m.startswith(("asv.", "asv_runner", "harness.asv"))]
+        assert not asv, asv
+        assert not seen, seen
+        print("ok")
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=HARNESS.parent)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -1,0 +1,109 @@
+"""The run session: every run folder is complete, whoever starts the run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from harness import load_results, run_suites
+from harness.baseline import save_baseline
+from harness.cli import main
+from harness.plan import plan_suite
+from harness.registry import discover
+from harness.results import ResultsError
+from harness.session import RunOptions, RunSession, SessionError, new_run_folder
+
+
+def toy(path):
+    return discover(extra=[path], builtin=False).get("toy")
+
+
+def test_a_run_from_python_is_a_complete_run_folder(toy_suite_file, tmp_path, capsys):
+    cls = toy(toy_suite_file)
+    out = tmp_path / "py-run"
+    results = run_suites([cls], profile="quick", device="cpu", out=out, variants=["ok", "skips"])
+    assert [r.variant for r in results.records] == ["ok", "skips"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["state"] == "finished" and meta["finished"] and meta["n_cases"] == 2
+    assert meta["cases"] == [{"suite": "toy", "variant": "ok", "params": {"n": 8}},
+                             {"suite": "toy", "variant": "skips", "params": {"n": 8}}]
+    declared = meta["suites"]["toy"]
+    assert declared["reference"] == "ok"
+    assert declared["metrics"]["latency"]["kind"] == "time"
+    assert declared["metrics"]["score"] == {"unit": "points", "better": "higher", "kind": "quality", "ratio": True,
+                                            "description": ""}
+    assert json.loads((out / "environment.json").read_text())["device"] == "cpu"
+    assert results.records[0].metrics["latency"].kind == "time"
+
+    # export renders it with ratios to the reference, compare accepts it against a second run
+    assert main(["export", str(out), "--metric", "score"]) == 0
+    assert "ratio to ok; device cpu" in capsys.readouterr().out
+    run_suites([cls], profile="quick", device="cpu", out=tmp_path / "py-run-2", variants=["ok", "skips"])
+    code = main(["compare", str(out), str(tmp_path / "py-run-2"), "--format", "json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code in (0, 1) and report["rows"]
+    assert report["a"]["device"] == report["b"]["device"]
+
+
+def test_registered_suites_by_name(tmp_path):
+    results = run_suites(["attention"], profile="quick", device="cpu", out=tmp_path / "att",
+                         variants=["sdpa"], params={"causal": [False], "pass": ["forward"]})
+    (record,) = results.records
+    assert record.status == "ok" and record.metrics["rel_error"].kind == "quality"
+    assert load_results(tmp_path / "att").finished
+
+
+class _InterruptAfter:
+    """An executor that runs ``n`` cases, then behaves as if the user pressed Ctrl-C."""
+
+    def __init__(self, inner, n):
+        self.inner, self.n, self.closed = inner, n, False
+
+    def run(self, case, timeout_s=None):
+        if self.n == 0:
+            raise KeyboardInterrupt
+        self.n -= 1
+        return self.inner.run(case, timeout_s)
+
+    def close(self):
+        self.closed = True
+        self.inner.close()
+
+
+def test_an_interrupted_run_is_marked_and_refused_as_a_baseline(toy_suite_file, tmp_path, capsys):
+    from harness.runner import CaseExecutor
+
+    cls = toy(toy_suite_file)
+    cases = [c for c in plan_suite(cls, "quick", "cpu") if c.variant in ("ok", "raises", "skips")]
+    executor = _InterruptAfter(CaseExecutor({"toy": cls}), 1)
+    session = RunSession(tmp_path / "cut", cases, {"toy": cls}, RunOptions(device="cpu"), executor=executor)
+    with pytest.raises(KeyboardInterrupt):
+        session.run()
+    assert executor.closed
+    meta = json.loads((tmp_path / "cut" / "run.json").read_text())
+    assert meta["state"] == "interrupted" and not meta["finished"] and meta["status_counts"] == {"ok": 1}
+    rs = load_results(tmp_path / "cut")
+    assert not rs.finished and len(rs.records) == 1
+    assert "is interrupted: 1 records of 3 planned" in rs.warnings[-1]
+    with pytest.raises(ResultsError, match="unfinished run"):
+        save_baseline(tmp_path / "cut", "partial", tmp_path / "baselines")
+    assert save_baseline(tmp_path / "cut", "partial", tmp_path / "baselines", force=True).is_file()
+    assert main(["export", str(tmp_path / "cut")]) == 0
+    assert "harness: warning: run" in capsys.readouterr().err
+
+
+def test_run_folder_rules(toy_suite_file, tmp_path):
+    cls = toy(toy_suite_file)
+    cases = plan_suite(cls, "quick", "cpu")[:1]
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    with pytest.raises(SessionError, match="not empty"):
+        RunSession(tmp_path / "full", cases, {"toy": cls})
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SessionError, match="not a folder"):
+        RunSession(tmp_path / "file", cases, {"toy": cls})
+    # two runs started in the same second get their own folders
+    first = new_run_folder("20260101-000000-cpu", tmp_path / "runs")
+    second = new_run_folder("20260101-000000-cpu", tmp_path / "runs")
+    assert first[1] != second[1] and second[0] == "20260101-000000-cpu-2"
