@@ -166,3 +166,20 @@ def test_bad_run_folders_exit_2(tmp_path, capsys, damage):
     assert main(["compare", str(good), str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("harness: error: ")
+
+
+def test_a_finite_quality_turning_into_nan_or_inf_is_a_regression(tmp_path):
+    import math
+
+    samples = [1.0, 1.01, 0.99, 1.02, 0.98]
+    a = write_run(tmp_path / "a", [ok_record("base", 64, samples, accuracy=0.9),
+                                   ok_record("fast", 64, samples, accuracy=0.8)])
+    b = write_run(tmp_path / "b", [ok_record("base", 64, samples, accuracy=math.nan),
+                                   ok_record("fast", 64, samples, accuracy=math.inf)])
+    c = compare(load_results(a), load_results(b))
+    rows = {(r.variant, r.metric): r for r in c.rows}
+    assert rows[("base", "accuracy")].verdict == "worse" and rows[("base", "accuracy")].note == "B is nan (A was finite)"
+    assert rows[("fast", "accuracy")].verdict == "worse" and "inf" in rows[("fast", "accuracy")].note
+    assert c.exit_code == 1
+    back = compare(load_results(b), load_results(b))
+    assert {r.verdict for r in back.rows if r.metric == "accuracy"} == {"same"}

@@ -51,10 +51,28 @@ def test_each_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
     w.close()
 
 
-def test_nan_is_stored_as_null():
+def test_nan_and_infinities_are_stored_exactly_and_distinctly(tmp_path):
     r = make_record()
     r.metrics["score"].value = math.nan
-    assert json.loads(r.to_json())["metrics"]["score"]["value"] is None
+    r.metrics["latency"].value = math.inf
+    r.metrics["latency"].samples = [1.0, -math.inf]
+    data = json.loads(r.to_json())
+    assert data["metrics"]["score"]["value"] == "NaN"
+    assert data["metrics"]["latency"]["value"] == "Infinity"
+    assert data["metrics"]["latency"]["samples"] == [1.0, "-Infinity"]
+    with RecordWriter(tmp_path) as w:
+        w.write(r)
+    (back,) = read_records(tmp_path)
+    assert math.isnan(back.metrics["score"].value) and back.metrics["score"].nonfinite
+    assert back.metrics["latency"].value == math.inf and back.metrics["latency"].samples == [1.0, -math.inf]
+    assert back.metrics["latency"].finite_value is None
+
+
+def test_a_metric_value_of_the_wrong_type_is_refused():
+    data = json.loads(make_record().to_json())
+    data["metrics"]["score"]["value"] = "high"
+    with pytest.raises(ValueError, match="must be a number"):
+        Record.from_dict(data)
 
 
 def test_truncated_last_line_is_tolerated_and_reported(tmp_path):

@@ -107,3 +107,53 @@ def test_run_folder_rules(toy_suite_file, tmp_path):
     first = new_run_folder("20260101-000000-cpu", tmp_path / "runs")
     second = new_run_folder("20260101-000000-cpu", tmp_path / "runs")
     assert first[1] != second[1] and second[0] == "20260101-000000-cpu-2"
+
+
+def test_a_killed_run_resumes_and_names_the_case_that_was_running(toy_suite_file, tmp_path):
+    """In-process, a case that kills the process takes the run down; --resume records it as
+    crashed and finishes the rest with the same plan."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "harness", "run", str(toy_suite_file), "--device", "cpu",
+            "--variant", "ok,dies,skips", "--out", str(out), "--no-progress", "--quiet"]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert first.returncode == -9  # the 'dies' variant SIGKILLs its own process
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["state"] == "running" and not meta["finished"]
+    rs = load_results(out, strict=False)
+    assert [r.variant for r in rs.records] == ["ok"]
+    assert "was killed or crashed" in rs.warnings[-1] and "--resume" in rs.warnings[-1]
+    assert json.loads((out / "running.json").read_text())["variant"] == "dies"
+
+    again = subprocess.run([sys.executable, "-m", "harness", "run", "--resume", str(out), "--no-progress",
+                            "--quiet"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1, again.stderr  # a crashed case fails the run
+    assert "the run stopped while running toy/dies n=8; recorded as crashed" in again.stderr
+    rs = load_results(out)
+    assert [(r.variant, r.status) for r in rs.records] == [("ok", "ok"), ("dies", "crashed"), ("skips", "skipped")]
+    assert rs.finished and not (out / "running.json").exists()
+    assert json.loads((out / "run.json").read_text())["resumed_at"]
+    with pytest.raises(SessionError, match="has finished"):
+        RunSession.resume(out)
+
+
+def test_resume_refuses_a_changed_plan(toy_suite_file, tmp_path):
+    from harness.plan import plan_cases
+    from harness.runner import CaseExecutor
+
+    cls = toy(toy_suite_file)
+    cases = plan_cases([cls], "quick", "cpu", only_variants=["ok", "raises"])
+    options = RunOptions(device="cpu", profile="quick", variants=["ok", "raises"])
+    session = RunSession(tmp_path / "r", cases, {"toy": cls}, options,
+                         executor=_InterruptAfter(CaseExecutor({"toy": cls}), 1))
+    with pytest.raises(KeyboardInterrupt):
+        session.run()
+    resumed = RunSession.resume(tmp_path / "r")
+    assert [r.variant for r in resumed.records] == ["ok"] and len(resumed.cases) == 2
+    meta = json.loads((tmp_path / "r" / "run.json").read_text())
+    meta["cases"] = meta["cases"][:1]
+    (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(SessionError, match="plan has changed"):
+        RunSession.resume(tmp_path / "r")
