@@ -4,14 +4,16 @@
 #   2. compare it with the stored baseline (verdict table in markdown and JSON),
 #   3. write the HTML report and the export tables,
 #   4. record the commit in asv's history (asv run --python=same) and publish asv's HTML,
-#   5. exit 1 when the comparison found a regression, 2 when a step failed, else 0.
+#   5. exit 1 when the comparison found a regression (missing cases included) or a case failed,
+#      ran out of memory, timed out or crashed; 2 when a step failed; else 0.
 # Every artifact is written before the exit code is decided, so a red night still has them.
 #
 # Settings (environment): PROFILE (nightly), DEVICE (auto), BASELINE (a name under baselines/
 # or a path; default <cpu|gpu>-<PROFILE>, skipped when absent), OUT (run folder),
 # ARTIFACTS (results/nightly-artifacts), ASV_MACHINE (this host's name), SUITES (names, space-
-# separated; default all), THREADS (torch CPU threads; baselines/cpu-quick.json used 1),
-# SKIP_ASV=1 to leave out asv. asv reads $HARNESS_ASV_PARAM/_K too.
+# separated, or suite files; default all), THREADS (torch CPU threads; default 1 on DEVICE=cpu, as
+# baselines/cpu-quick.json was measured), CASE_TIMEOUT (seconds per case, default 1800; every case
+# runs in an isolated worker), SKIP_ASV=1 to leave out asv. asv reads $HARNESS_ASV_PARAM/_K too.
 set -uo pipefail
 
 PROFILE="${PROFILE:-nightly}"
@@ -23,6 +25,8 @@ ASV_MACHINE="${ASV_MACHINE:-$(hostname)}"
 HARNESS="${HARNESS:-harness}"
 ASV="${ASV:-asv}"
 PYTHON="${PYTHON:-python}"
+CASE_TIMEOUT="${CASE_TIMEOUT:-1800}"
+if [ "$DEVICE" = "cpu" ] && [ -z "${THREADS:-}" ]; then THREADS=1; fi
 
 status=0
 fail() { echo "nightly: $*" >&2; [ "$status" -eq 0 ] && status=2; }
@@ -31,13 +35,15 @@ mkdir -p "$ARTIFACTS"
 
 echo "nightly: running profile $PROFILE on device $DEVICE into $OUT"
 # shellcheck disable=SC2086  # SUITES is a space-separated list of suite names
-"$HARNESS" run ${SUITES:-} --profile "$PROFILE" --device "$DEVICE" --out "$OUT" --quiet ${THREADS:+--threads "$THREADS"}
+"$HARNESS" run ${SUITES:-} --profile "$PROFILE" --device "$DEVICE" --out "$OUT" --quiet --no-progress \
+    --isolate --timeout "$CASE_TIMEOUT" ${THREADS:+--threads "$THREADS"}
 rc=$?
-if [ "$rc" -ge 2 ]; then
+if [ "$rc" -ge 2 ] || [ ! -f "$OUT/run.json" ]; then
     fail "harness run failed (exit $rc)"
     exit "$status"
 fi
-[ "$rc" -ne 0 ] && fail "a suite failed to load (see the run's records)"
+# exit 1: a case failed, ran out of memory, timed out or crashed (recorded; the night goes on)
+[ "$rc" -eq 1 ] && cases_failed=1
 
 device_kind=cpu
 grep -q '"device": "cuda' "$OUT/run.json" && device_kind=gpu
@@ -48,10 +54,12 @@ if [ -z "${BASELINE:-}" ]; then
 fi
 
 against=()
-if [ "$explicit_baseline" -eq 1 ] || "$HARNESS" baseline list 2>/dev/null | grep -q "^$BASELINE:"; then
-    "$HARNESS" compare "$BASELINE" "$OUT" --format json --output "$ARTIFACTS/compare.json"
+"$HARNESS" baseline list > "$ARTIFACTS/baselines.txt" 2>/dev/null
+if [ "$explicit_baseline" -eq 1 ] || grep -q "^$BASELINE:" "$ARTIFACTS/baselines.txt"; then
+    "$HARNESS" compare "$BASELINE" "$OUT" --fail-on-missing --format json --output "$ARTIFACTS/compare.json"
     rc=$?
-    "$HARNESS" compare "$BASELINE" "$OUT" --format markdown --changes-only --output "$ARTIFACTS/compare.md"
+    "$HARNESS" compare "$BASELINE" "$OUT" --fail-on-missing --format markdown --changes-only \
+        --output "$ARTIFACTS/compare.md"
     if [ "$rc" -eq 1 ]; then
         regression=1
     elif [ "$rc" -ne 0 ]; then
@@ -84,6 +92,10 @@ fi
 
 if [ "$status" -eq 0 ] && [ "${regression:-0}" -eq 1 ]; then
     echo "nightly: REGRESSION against baseline $BASELINE (see $ARTIFACTS/compare.md)" >&2
+    status=1
+fi
+if [ "$status" -eq 0 ] && [ "${cases_failed:-0}" -eq 1 ]; then
+    echo "nightly: some cases failed, ran out of memory, timed out or crashed (see $ARTIFACTS/tables.md)" >&2
     status=1
 fi
 exit "$status"
