@@ -17,6 +17,7 @@ from . import export as export_mod
 from .plan import PlanError, parse_param_overrides, plan_cases
 from .registry import Registry, RegistryError, discover, suggest
 from .results import FAILED_STATUSES, ResultsError, load_results
+from .session import RunTerminated
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 EXIT_FAILURES = 1  # harness run: some case failed, ran out of memory, timed out or crashed
@@ -89,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
+    except RunTerminated:
+        print("harness: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except BrokenPipeError:  # the reader closed the pipe (e.g. `harness baseline list | head -1`)
         _silence_stdout()
         return EXIT_OK

@@ -151,8 +151,10 @@ class RunSession:
     """Owns one run folder: writes its environment, its request and every record.
 
     ``cases`` and ``suites`` (name -> Suite class) come from :func:`harness.plan.plan_cases`.
-    ``executor`` (an object with ``run(case, timeout_s) -> Record`` and ``close()``) replaces
-    the default one (in-process, or isolated worker processes with ``options.isolate``).
+    ``executor`` replaces the default one (in-process, or isolated worker processes with
+    ``options.isolate``). An executor has ``close()`` and either ``run(case, timeout_s) ->
+    Record`` (cases one at a time, in order) or ``run_all(cases, timeout_s, on_record)`` (many
+    at once: it calls ``on_record(record)`` as each case finishes, in any order).
     """
 
     def __init__(
@@ -254,16 +256,33 @@ class RunSession:
                                     run_id=self.run_id)
                     writer.write(record)
                     self.records.append(record)
-                for case in cases:
-                    bar.start(case)
-                    write_json(self.folder / RUNNING_FILE, {"suite": case.suite, "variant": case.variant,
-                                                            "params": case.params_dict, "started_at": _now()})
-                    record = executor.run(case, self.options.timeout_s)
-                    writer.write(record)
-                    (self.folder / RUNNING_FILE).unlink(missing_ok=True)
-                    self.records.append(record)
-                    bar.finish(case, record)
+                if hasattr(executor, "run_all"):
+                    # an executor that runs many cases at once (e.g. over a cluster) reports each
+                    # record as it finishes, in any order; cases in flight when the run dies have
+                    # no record and run again on --resume
+                    by_key = {_case_key(c): c for c in cases}
+
+                    def on_record(record: Record) -> None:
+                        writer.write(record)
+                        self.records.append(record)
+                        bar.finish(by_key.get(record.key, cases[0]), record)
+
+                    executor.run_all(cases, self.options.timeout_s, on_record)
+                else:
+                    for case in cases:
+                        bar.start(case)
+                        write_json(self.folder / RUNNING_FILE, {"suite": case.suite, "variant": case.variant,
+                                                                "params": case.params_dict, "started_at": _now()})
+                        record = executor.run(case, self.options.timeout_s)
+                        writer.write(record)
+                        (self.folder / RUNNING_FILE).unlink(missing_ok=True)
+                        self.records.append(record)
+                        bar.finish(case, record)
                 state = "finished"
+        except BaseException:
+            print(f"harness: run {self.run_id} stopped; {self.folder} is marked interrupted "
+                  f"('harness run --resume {self.folder}' continues it)", file=sys.stderr)
+            raise
         finally:
             writer.close()
             try:
@@ -326,8 +345,7 @@ class RunSession:
         self.meta.update(state="running", finished=False, pid=os.getpid())
         write_json(self.folder / RUN_FILE, self.meta)
         if running:
-            by_key = {(c.suite, c.variant, json.dumps(c.params_dict, sort_keys=True, default=str)): c
-                      for c in self.cases}
+            by_key = {_case_key(c): c for c in self.cases}
             key = (running.get("suite"), running.get("variant"),
                    json.dumps(running.get("params"), sort_keys=True, default=str))
             case = by_key.get(key)
@@ -342,14 +360,18 @@ class RunSession:
                 self.records.append(record)
                 done.add(key)
             (self.folder / RUNNING_FILE).unlink(missing_ok=True)
-        remaining = [c for c in self.cases
-                     if (c.suite, c.variant, json.dumps(c.params_dict, sort_keys=True, default=str)) not in done]
+        remaining = [c for c in self.cases if _case_key(c) not in done]
         return self._execute(remaining, [])
 
     def results(self) -> ResultSet:
         """The run folder as loaded results (what export and compare read)."""
         environment = read_json(self.folder / ENVIRONMENT_FILE)
         return ResultSet(f"run {self.run_id}", "run", list(self.records), environment, dict(self.meta), [], self.folder)
+
+
+def _case_key(case: Case) -> tuple[str, str, str]:
+    """A planned case's identity, as :attr:`harness.results.Record.key` gives a record's."""
+    return (case.suite, case.variant, json.dumps(case.params_dict, sort_keys=True, default=str))
 
 
 def _location(cls: type[Suite]) -> tuple[str, str]:

@@ -1,0 +1,303 @@
+"""The fault matrix: one suite of faulty variants, as a user would write it, run in-process and
+isolated. Each fault ends as its status, the healthy cases around it are ``ok``, and after
+every test no process of the run is left."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from harness import load_results
+from harness.plan import plan_suite
+from harness.registry import discover
+from harness.session import run_cases
+
+FAULTS = '''
+import ctypes
+import math
+import os
+import signal
+import subprocess
+import time
+
+import torch
+
+from harness import Metric, Profile, Suite, Timing, Workload, variant
+
+
+class Faults(Suite):
+    """Variants that fail in every way a user's code can."""
+
+    name = "faults"
+    grid = {"n": [8]}
+    profiles = {"quick": Profile(timing=Timing(warmup_s=0, budget_s=0.01, min_runs=3)), "default": Profile(),
+                "nightly": Profile()}
+    reference = "ok"
+    metrics = [Metric("quality", "", "lower", "a quality number"),
+               Metric("state_ok", "", "higher", "1 when torch's global state is the default")]
+
+    def prepare(self, params, device):
+        return torch.ones(params["n"], params["n"])
+
+    def _ok(self, x):
+        return Workload(lambda: x @ x, metrics={"quality": 0.5})
+
+    @variant()
+    def ok(self, x, params):
+        return self._ok(x)
+
+    @variant()
+    def raises(self, x, params):
+        def fn():
+            raise ValueError("bad value in the operation")
+        return Workload(fn)
+
+    @variant()
+    def oom_torch(self, x, params):
+        def fn():
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return Workload(fn)
+
+    @variant()
+    def oom_cuda_message(self, x, params):
+        def fn():
+            raise RuntimeError("CUDA error: out of memory")
+        return Workload(fn)
+
+    @variant()
+    def oom_cpu_allocator(self, x, params):
+        return Workload(lambda: torch.empty(1 << 46, dtype=torch.uint8))  # 64 TiB: the CPU allocator refuses
+
+    @variant()
+    def hang_python(self, x, params):
+        def fn():
+            while True:
+                time.sleep(0.01)
+        return Workload(fn)
+
+    @variant()
+    def hang_c(self, x, params):
+        def fn():  # one long C call with the alarm signal masked: only a kill stops it
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM, signal.SIGINT})
+            ctypes.CDLL(None).sleep(600)
+        return Workload(fn)
+
+    @variant()
+    def segfault(self, x, params):
+        return Workload(lambda: ctypes.string_at(0))
+
+    @variant()
+    def exits(self, x, params):
+        return Workload(lambda: os._exit(3))
+
+    @variant()
+    def child_hangs(self, x, params):
+        def fn():
+            subprocess.Popen(["sleep", "600"])  # a process of the case's own, left running
+            while True:
+                time.sleep(0.01)
+        return Workload(fn)
+
+    @variant()
+    def nan_quality(self, x, params):
+        return Workload(lambda: x @ x, metrics={"quality": math.nan})
+
+    @variant()
+    def inf_quality(self, x, params):
+        return Workload(lambda: x @ x, metrics={"quality": math.inf})
+
+    @variant()
+    def leaks(self, x, params):
+        torch.set_default_dtype(torch.float64)
+        torch.set_grad_enabled(False)
+        torch.set_num_threads(1)
+        return Workload(lambda: x @ x)
+
+    @variant()
+    def checks_state(self, x, params):
+        ok = (torch.get_default_dtype() == torch.float32 and torch.is_grad_enabled()
+              and torch.get_num_threads() == int(os.environ["FAULTS_THREADS"]))
+        return Workload(lambda: x @ x, metrics={"state_ok": 1.0 if ok else 0.0})
+
+    @variant()
+    def ok_after(self, x, params):
+        return self._ok(x)
+'''
+
+
+@pytest.fixture
+def tag(monkeypatch):
+    """A marker in the environment of every process of this test's runs."""
+    value = uuid.uuid4().hex
+    monkeypatch.setenv("HARNESS_FAULT_TAG", value)
+    import torch
+
+    monkeypatch.setenv("FAULTS_THREADS", str(torch.get_num_threads()))
+    yield value
+    deadline = time.monotonic() + 10
+    while True:
+        left = tagged_processes(value)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not left, f"processes of the run left behind: {left}"
+
+
+def tagged_processes(value: str) -> list[str]:
+    found = []
+    me = os.getpid()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == me:
+            continue
+        try:
+            if f"HARNESS_FAULT_TAG={value}".encode() in (proc / "environ").read_bytes():
+                state = (proc / "stat").read_text().split(")")[-1].split()[0]
+                if state != "Z":
+                    cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ")[:80]
+                    found.append(f"{proc.name}: {cmdline!r}")
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture
+def faults(write_suite):
+    path = write_suite("faults", FAULTS)
+    return path, discover(extra=[path], builtin=False).get("faults")
+
+
+def cases(cls, *variants):
+    by_name = {c.variant: c for c in plan_suite(cls, "quick", "cpu")}
+    return [by_name[v] for v in variants]
+
+
+IN_PROCESS = {
+    "ok": "ok", "raises": "failed", "oom_torch": "oom", "oom_cuda_message": "oom", "oom_cpu_allocator": "oom",
+    "hang_python": "timeout", "nan_quality": "ok", "inf_quality": "ok", "leaks": "ok", "checks_state": "ok",
+    "ok_after": "ok",
+}
+ISOLATED = {**IN_PROCESS, "hang_c": "timeout", "segfault": "crashed", "exits": "crashed", "child_hangs": "timeout",
+            "ok_after": "ok"}
+
+
+def _check(records, expected):
+    got = {r.variant: r.status for r in records}
+    assert got == expected, {v: (r.status, r.reason) for v, r in ((r.variant, r) for r in records)}
+    by = {r.variant: r for r in records}
+    assert math.isnan(by["nan_quality"].metrics["quality"].value)
+    assert by["inf_quality"].metrics["quality"].value == math.inf
+    assert by["checks_state"].metrics["state_ok"].value == 1.0, "a variant's global torch state leaked"
+    assert "can't allocate memory" in by["oom_cpu_allocator"].reason
+
+
+def test_in_process(faults, tag, tmp_path):
+    _, cls = faults
+    records = run_cases(cases(cls, *IN_PROCESS), {"faults": cls}, tmp_path / "run", timeout_s=3.0)
+    _check(records, IN_PROCESS)
+    stored = load_results(tmp_path / "run")
+    assert math.isnan(next(r for r in stored.records if r.variant == "nan_quality").metrics["quality"].value)
+
+
+def test_isolated(faults, tag, tmp_path):
+    _, cls = faults
+    order = ["ok", "segfault", "raises", "hang_c", "oom_torch", "exits", "oom_cuda_message", "child_hangs",
+             "oom_cpu_allocator", "hang_python", "nan_quality", "inf_quality", "leaks", "checks_state", "ok_after"]
+    records = run_cases(cases(cls, *order), {"faults": cls}, tmp_path / "run", timeout_s=5.0, isolate=True)
+    _check(records, ISOLATED)
+    by = {r.variant: r for r in records}
+    assert "SIGSEGV" in by["segfault"].reason and "code 3" in by["exits"].reason
+
+
+def _harness(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "harness", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_in_process_crash_is_recorded_when_resumed(faults, tag, tmp_path):
+    path, _ = faults
+    out = tmp_path / "run"
+    p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,segfault,ok_after", "--out", str(out),
+                 "--quiet", "--no-progress")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == -signal.SIGSEGV
+    assert "segfault" in err  # the fault handler's traceback names the variant's code
+    p = _harness("run", "--resume", str(out), "--quiet", "--no-progress")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 1
+    assert [(r.variant, r.status) for r in load_results(out).records] == [
+        ("ok", "ok"), ("segfault", "crashed"), ("ok_after", "ok")]
+
+
+def _wait_for_record(out: Path, variant: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running = out / "running.json"
+        try:
+            if running.is_file() and json.loads(running.read_text())["variant"] == variant:
+                return
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"{variant} never started")
+
+
+def test_sigkill_of_the_parent_then_resume(faults, tag, tmp_path):
+    path, _ = faults
+    out = tmp_path / "run"
+    p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_python,ok_after", "--out", str(out),
+                 "--isolate", "--timeout", "60", "--quiet", "--no-progress")
+    _wait_for_record(out, "hang_python")
+    time.sleep(1.0)  # the worker is inside the hanging case
+    p.kill()
+    p.communicate(timeout=60)
+    # the worker does not outlive its parent (checked again by the fixture at the end)
+    deadline = time.monotonic() + 10
+    while tagged_processes(tag) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tagged_processes(tag)
+    q = _harness("run", "--resume", str(out), "--quiet", "--no-progress")
+    q.communicate(timeout=300)
+    assert [(r.variant, r.status) for r in load_results(out).records] == [
+        ("ok", "ok"), ("hang_python", "crashed"), ("ok_after", "ok")]
+
+
+def test_sigterm_of_the_parent_marks_the_run_interrupted(faults, tag, tmp_path):
+    path, _ = faults
+    out = tmp_path / "run"
+    p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_python,ok_after", "--out", str(out),
+                 "--isolate", "--timeout", "60", "--quiet", "--no-progress")
+    _wait_for_record(out, "hang_python")
+    time.sleep(1.0)
+    p.terminate()
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert "Traceback" not in err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["state"] == "interrupted"
+    assert [r.variant for r in load_results(out, strict=False).records] == ["ok"]
+
+
+def test_a_broken_file_beside_a_good_one(faults, tag, tmp_path, write_suite):
+    path, _ = faults
+    folder = path.parent
+    write_suite("broken", "raise ImportError('no module named magic')\n", folder=folder)
+    out = tmp_path / "run"
+    p = _harness("run", str(folder), "--device", "cpu", "--variant", "ok", "--out", str(out), "--quiet",
+                 "--no-progress")
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 1  # the broken file is a failed record
+    assert "Traceback" not in err and "broken.py failed to load: ImportError: no module named magic" in err
+    statuses = {(r.suite, r.variant): r.status for r in load_results(out).records}
+    assert statuses == {("broken", "*"): "failed", ("faults", "ok"): "ok"}
+    p = _harness("list", str(folder))
+    listing, err = p.communicate(timeout=300)
+    assert p.returncode == 1 and "faults:" in listing and "broken.py failed to load" in err
