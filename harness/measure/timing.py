@@ -118,9 +118,17 @@ class CudaEventTimer:
         self.max_batch = max_batch
 
     def samples_ms(self, fn: Callable[[], Any], count: int, before: Hook = None) -> list[float]:
-        """Record (hook, flush, start, fn, end) ``count`` times back to back, then synchronise once."""
+        """Record (hook, flush, start, fn, end) ``count`` times back to back, then synchronise once.
+
+        A batch of several samples starts with one untimed call, so that the first start event is
+        recorded while the device is busy rather than idle and waiting for the host.
+        """
         api = self.api
         pairs = [(api.event(), api.event()) for _ in range(count)]
+        if count > 1:
+            if before is not None:
+                before()
+            fn()
         for start, end in pairs:
             if before is not None:
                 before()
