@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--suite", help="only this suite")
     ex.add_argument("--output", "-o", help="write to this file instead of stdout")
     _add_history_commands(sub, run)
+
+    doc = sub.add_parser("doctor", help="check timing, memory, NVML and measure peaks on this machine")
+    doc.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     return p
 
 
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         handler = {"list": cmd_list, "run": cmd_run, "export": cmd_export, "baseline": cmd_baseline,
-                   "compare": cmd_compare, "report": cmd_report}[args.command]
+                   "compare": cmd_compare, "report": cmd_report, "doctor": cmd_doctor}[args.command]
         return handler(args)
     except (UsageError, RegistryError, PlanError, ResultsError) as exc:
         if debug:
@@ -417,3 +420,14 @@ def cmd_report(args) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def cmd_doctor(args) -> int:
+    from .doctor import run_doctor
+    from .environment import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return run_doctor(device, sys.stdout)

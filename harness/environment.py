@@ -1,4 +1,5 @@
-"""Fingerprint of where a run happened: git, host, CPU, threads, Python, torch, CUDA, GPU."""
+"""Fingerprint of where a run happened: git, host, CPU, threads, Python, torch, CUDA, GPU, and the
+numeric precision state in force (TF32, cuDNN autotuning and determinism, SDPA backends)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import platform
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
-from .measure.telemetry import gpu_state
+from .measure.telemetry import cuda_identity, gpu_state
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -61,6 +63,53 @@ def resolve_device(device: str) -> str:
     raise ValueError(f"unknown device {device!r} (use cpu, cuda, cuda:N or auto)")
 
 
+def _read(get) -> Any:
+    try:
+        with warnings.catch_warnings():  # torch deprecates some of these flags; reading is harmless
+            warnings.simplefilter("ignore")
+            return get()
+    except Exception:
+        return None
+
+
+def precision_state() -> dict[str, Any]:
+    """The precision settings in force: fp32 matmul/conv precision (torch >= 2.9 names, and the
+    older allow_tf32 flags), float32_matmul_precision, reduced-precision reductions, cuDNN
+    benchmark/deterministic, deterministic algorithms, and which SDPA backends are enabled.
+    A setting this torch does not have is absent."""
+    import torch
+
+    b = torch.backends
+    probes = {
+        "float32_matmul_precision": torch.get_float32_matmul_precision,
+        "fp32_precision": lambda: b.fp32_precision,
+        "cuda_matmul_fp32_precision": lambda: b.cuda.matmul.fp32_precision,
+        "cudnn_conv_fp32_precision": lambda: b.cudnn.conv.fp32_precision,
+        "cudnn_rnn_fp32_precision": lambda: b.cudnn.rnn.fp32_precision,
+        "mkldnn_matmul_fp32_precision": lambda: b.mkldnn.matmul.fp32_precision,
+        "cuda_matmul_allow_tf32": lambda: b.cuda.matmul.allow_tf32,
+        "cudnn_allow_tf32": lambda: b.cudnn.allow_tf32,
+        "cuda_matmul_allow_fp16_reduced_precision_reduction":
+            lambda: b.cuda.matmul.allow_fp16_reduced_precision_reduction,
+        "cuda_matmul_allow_bf16_reduced_precision_reduction":
+            lambda: b.cuda.matmul.allow_bf16_reduced_precision_reduction,
+        "cudnn_enabled": lambda: b.cudnn.enabled,
+        "cudnn_benchmark": lambda: b.cudnn.benchmark,
+        "cudnn_deterministic": lambda: b.cudnn.deterministic,
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled,
+        "sdpa_flash_enabled": lambda: b.cuda.flash_sdp_enabled(),
+        "sdpa_mem_efficient_enabled": lambda: b.cuda.mem_efficient_sdp_enabled(),
+        "sdpa_cudnn_enabled": lambda: b.cuda.cudnn_sdp_enabled(),
+        "sdpa_math_enabled": lambda: b.cuda.math_sdp_enabled(),
+    }
+    out = {}
+    for key, get in probes.items():
+        value = _read(get)
+        if value is not None:
+            out[key] = value if isinstance(value, (bool, int, float)) else str(value)
+    return out
+
+
 def fingerprint(device: str = "cpu") -> dict[str, Any]:
     """Everything needed to say where numbers were measured."""
     import torch
@@ -80,6 +129,7 @@ def fingerprint(device: str = "cpu") -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "device": device,
         "device_name": "cpu",
+        "precision": precision_state(),
     }
     for pkg in ("torchvision", "numpy", "pandas", "diffusers", "torch_fidelity", "pycocotools"):
         try:
@@ -99,6 +149,7 @@ def fingerprint(device: str = "cpu") -> dict[str, Any]:
                 "gpu_capability": f"{props.major}.{props.minor}",
                 "gpu_sm_count": props.multi_processor_count,
                 "gpu": gpu_state(idx),
+                "gpu_identity": _read(lambda: cuda_identity(idx)),
             }
         )
         env["driver"] = env["gpu"].get("driver")

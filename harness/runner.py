@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import multiprocessing as mp
+import os
 import signal
 import threading
 import time
@@ -17,15 +18,43 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from .measure.device import device_for
 from .measure.flops import count_flops
-from .measure.memory import measure_peak_memory
-from .measure.telemetry import energy_mj, gpu_state
-from .measure.timing import CpuTimer, CudaEventTimer, cuda_graph_callable, measure_time
+from .measure.peaks import peak_for
+from .measure.timing import CpuTimer, CudaEventTimer, host_window, measure_time, spread_fields
 from .plan import Case
 from .results import Record, metric_value
-from .suite import LATENCY, PEAK_MEMORY, TFLOPS, THROUGHPUT, Skip, Suite, Workload
+from .suite import HOST_LATENCY, LATENCY, PCT_OF_PEAK, PEAK_MEMORY, TFLOPS, THROUGHPUT, Skip, Suite, Workload
 
 MIB = 1024.0 * 1024.0
+
+# Messages of allocation failures that are out-of-memory errors whatever exception carries them.
+OOM_MESSAGES = (
+    "out of memory",
+    "cublas_status_alloc_failed",
+    "cudnn_status_alloc_failed",
+    "cudnn_status_not_enough_workspace",
+    "not_enough_workspace",
+    "defaultcpuallocator: can't allocate memory",
+    "can't allocate memory",
+    "cudaerrormemoryallocation",
+)
+# CUDA errors after which the process's CUDA context is unusable: every later CUDA call fails.
+STICKY_CUDA_MESSAGES = (
+    "device-side assert",
+    "illegal memory access",
+    "unspecified launch failure",
+    "misaligned address",
+    "illegal instruction",
+    "invalid program counter",
+    "hardware stack error",
+    "uncorrectable ecc error",
+    "the launch timed out and was terminated",
+    "operation not supported on global/shared address space",
+    "cudaerrorillegaladdress",
+    "cudaerrorassert",
+    "cudaerrorlaunchfailure",
+)
 
 
 class CaseTimeout(Exception):
@@ -33,6 +62,8 @@ class CaseTimeout(Exception):
 
 
 def is_oom(exc: BaseException) -> bool:
+    """An allocation failure: Python's MemoryError, torch's OutOfMemoryError, or an allocator's message
+    (CUDA caching allocator, cuBLAS and cuDNN allocation failures, the CPU allocator)."""
     if isinstance(exc, MemoryError):
         return True
     try:
@@ -42,7 +73,16 @@ def is_oom(exc: BaseException) -> bool:
             return True
     except Exception:
         pass
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(m in text for m in OOM_MESSAGES)
+
+
+def is_sticky_cuda_error(exc: BaseException) -> bool:
+    """A CUDA error that poisons the process (device-side assert, illegal address, launch failure...)."""
+    if not isinstance(exc, RuntimeError):  # torch.AcceleratorError is a RuntimeError
+        return False
+    text = str(exc).lower()
+    return any(m in text for m in STICKY_CUDA_MESSAGES)
 
 
 def _now() -> str:
@@ -50,6 +90,7 @@ def _now() -> str:
 
 
 def default_timer_factory(device: str, case: Case, cold_cache: bool):
+    """The timer of a device (kept for callers that pass their own ``timer_factory``)."""
     if device.startswith("cuda"):
         return CudaEventTimer(device, flush_l2=cold_cache)
     return CpuTimer()
@@ -57,24 +98,49 @@ def default_timer_factory(device: str, case: Case, cold_cache: bool):
 
 @dataclass
 class CaseExecutor:
-    """Runs cases of suites in this process, sharing each grid point's setup among variants."""
+    """Runs cases of suites in this process, sharing each grid point's setup among variants.
+
+    The case's device is current (``torch.cuda.device``) for prepare, the variant, timing,
+    memory, capability checks and evaluate. After a sticky CUDA error (the process's CUDA
+    context is lost) the case is ``crashed`` and, with ``replace_on_sticky``, every later case
+    runs in a fresh worker process (an :class:`IsolatedExecutor`).
+    """
 
     suites: dict[str, type[Suite]]
     run_id: str = ""
-    timer_factory: Callable = default_timer_factory
+    timer_factory: Callable | None = None  # (device, case, cold_cache) -> timer; None: the device's
+    device_factory: Callable[[str], Any] = device_for
+    replace_on_sticky: bool = True
     _instances: dict[str, Suite] = field(default_factory=dict)
+    _devices: dict[str, Any] = field(default_factory=dict)
     _state_key: tuple | None = None
     _state: Any = None
     _state_error: BaseException | None = None
+    _delegate: Any = None
+    poisoned: bool = False
+    _warm: bool = False
 
     def instance(self, name: str) -> Suite:
         if name not in self._instances:
             self._instances[name] = self.suites[name]()
         return self._instances[name]
 
+    def device(self, name: str):
+        if name not in self._devices:
+            self._devices[name] = self.device_factory(name)
+        return self._devices[name]
+
     def drop_state(self) -> None:
         self._state_key, self._state, self._state_error = None, None, None
-        _free_device_memory()
+        if not self.poisoned:
+            _free_device_memory()
+
+    def close(self) -> None:
+        """Free the shared state and stop a replacement worker, if one was started."""
+        if self._delegate is not None:
+            self._delegate.close()
+            self._delegate = None
+        self.drop_state()
 
     def state_for(self, suite: Suite, case: Case) -> Any:
         if self._state_key != case.setup_key:
@@ -91,8 +157,14 @@ class CaseExecutor:
         return self._state
 
     def run(self, case: Case, timeout_s: float | None = None) -> Record:
+        if self._delegate is not None:
+            return self._delegate.run(case, timeout_s)
+        if not self._warm:
+            warm_up_engine()  # first-call costs of the engine, outside any case's time limit
+            self._warm = True
         t0 = time.perf_counter()
         started = _now()
+        saved = TorchState.capture()
         try:
             with _alarm(timeout_s):
                 status, reason, metrics, info = self._run(case)
@@ -104,12 +176,21 @@ class CaseExecutor:
         except BaseException as exc:  # noqa: BLE001 - failures are data
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            if is_oom(exc):
+            metrics, info = {}, {"traceback": traceback.format_exc(limit=20)}
+            if is_sticky_cuda_error(exc):
+                status = "crashed"
+                reason = f"sticky CUDA error, the process's CUDA context is lost: {type(exc).__name__}: {_first_line(exc)}"
+                info["sticky_cuda_error"] = True
+                info["process_replaced"] = self._poison()
+            elif is_oom(exc):
                 status, reason = "oom", f"{type(exc).__name__}: {_first_line(exc)}"
                 self.drop_state()
             else:
                 status, reason = "failed", f"{type(exc).__name__}: {_first_line(exc)}"
-            metrics, info = {}, {"traceback": traceback.format_exc(limit=20)}
+        finally:
+            changed = saved.restore()
+        if changed:
+            info = {**info, "restored_torch_state": changed}
         return Record(
             suite=case.suite,
             variant=case.variant,
@@ -124,46 +205,74 @@ class CaseExecutor:
             info=info,
         )
 
+    def _poison(self) -> bool:
+        """Forget everything that lived in the lost CUDA context; hand later cases to a fresh worker."""
+        self.poisoned = True
+        self._state_key, self._state, self._state_error = None, None, None
+        self._instances.clear()
+        self._devices.clear()
+        if not self.replace_on_sticky:
+            return True  # a worker process: it exits after this record and its parent starts another
+        import torch
+
+        self._delegate = IsolatedExecutor(self.suites, self.run_id, threads=torch.get_num_threads())
+        return True
+
     def _run(self, case: Case) -> tuple[str, str, dict, dict]:
         cls = self.suites[case.suite]
         spec = cls.variants()[case.variant]
-        unmet = spec.unmet(case.device)
-        if unmet:
-            return "skipped", unmet, {}, {}
-        suite = self.instance(case.suite)
-        state = self.state_for(suite, case)
-        params = case.params_dict
-        _seed(suite.seed)
-        workload = getattr(suite, spec.method_name)(state, params)
-        if not isinstance(workload, Workload):
-            raise TypeError(f"variant {case.variant!r} returned {type(workload).__name__}, not a Workload")
-        metrics, info = measure_workload(workload, suite, case, state, self.timer_factory)
+        device = self.device(case.device)
+        with device.scope():
+            unmet = spec.unmet(case.device)
+            if unmet:
+                return "skipped", unmet, {}, {}
+            suite = self.instance(case.suite)
+            state = self.state_for(suite, case)
+            params = case.params_dict
+            _seed(suite.seed)
+            workload = getattr(suite, spec.method_name)(state, params)
+            if not isinstance(workload, Workload):
+                raise TypeError(f"variant {case.variant!r} returned {type(workload).__name__}, not a Workload")
+            metrics, info = measure_workload(workload, suite, case, state, self.timer_factory, device)
         return "ok", "", metrics, info
 
-    def close(self) -> None:
-        self.drop_state()
+
+def _call(fn: Callable[[], Any], before: Callable[[], Any] | None) -> Callable[[], Any]:
+    """``fn`` preceded by the workload's untimed hook (for the untimed probe calls)."""
+    if before is None:
+        return fn
+
+    def call():
+        before()
+        return fn()
+
+    return call
 
 
-def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, timer_factory) -> tuple[dict, dict]:
-    """Time, then one untimed probe call for peak memory, FLOPs and the output for quality."""
+def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, timer_factory=None,
+                     device=None) -> tuple[dict, dict]:
+    """Time, then one untimed probe call each for peak memory, FLOPs and the output for quality.
+
+    Call inside ``device.scope()``. On CUDA the timed window (batches of device-timed samples,
+    then a back-to-back window for the host-inclusive time and energy) is sampled by NVML for
+    the record's ``valid`` flag.
+    """
     import torch
 
     timing = workload.timing or case.timing
-    device = case.device
+    dev = device if device is not None else device_for(case.device)
+    before = workload.before_sample
     fn = workload.fn
-    if timing.cuda_graph and device.startswith("cuda"):
-        fn = cuda_graph_callable(workload.fn, device)
-    timer = timer_factory(device, case, timing.cold_cache)
-    energy_before = energy_mj(_gpu_index(device)) if device.startswith("cuda") else None
-    result = measure_time(fn, timing, timer)
-    energy_after = energy_mj(_gpu_index(device)) if device.startswith("cuda") else None
+    if timing.cuda_graph and dev.is_cuda:
+        fn = dev.graph(workload.fn)
+    timer = timer_factory(case.device, case, timing.cold_cache) if timer_factory else dev.timer(timing.cold_cache)
+    window, no_telemetry = dev.telemetry() if dev.is_cuda else (None, "")
+    on_batch = window.sample if window is not None else None
+    result = measure_time(fn, timing, timer, before=before, on_batch=on_batch)
     stats = result.stats
     metrics: dict[str, dict] = {
-        LATENCY.name: metric_value(
-            stats.median, LATENCY.unit, LATENCY.better, LATENCY.kind,
-            median=stats.median, iqr=stats.iqr, min=stats.min, mean=stats.mean, n=stats.n,
-            ci_low=stats.ci_low, ci_high=stats.ci_high, samples=result.samples_ms,
-        )
+        LATENCY.name: metric_value(stats.median, LATENCY.unit, LATENCY.better, LATENCY.kind, **spread_fields(stats),
+                                   samples=result.samples_ms)
     }
     info: dict[str, Any] = {
         "timer": result.timer,
@@ -171,24 +280,54 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
         "stopped_by": result.stopped_by,
         "rel_ci": stats.rel_ci,
         "threads": torch.get_num_threads(),
-        "cold_cache": bool(timing.cold_cache and device.startswith("cuda")),
-        "cuda_graph": bool(timing.cuda_graph and device.startswith("cuda")),
-        **workload.info,
+        "cold_cache": bool(timing.cold_cache and dev.is_cuda),
+        "cuda_graph": bool(timing.cuda_graph and dev.is_cuda),
     }
+    if result.batch_size > 1:
+        info["batch_size"], info["batches"] = result.batch_size, result.batches
+    if hasattr(timer, "host_window_ms") and stats.n:
+        energy = window.device.energy_mj if window is not None else None
+        host = host_window(fn, timer, stats.median, timing, before, energy=energy, on_batch=on_batch)
+        hs = host.stats
+        metrics[HOST_LATENCY.name] = metric_value(hs.median, HOST_LATENCY.unit, HOST_LATENCY.better,
+                                                  HOST_LATENCY.kind, **spread_fields(hs), samples=host.per_call_ms,
+                                                  calls_per_batch=host.calls)
+        if host.energy_mj is not None:
+            info["energy_mj_per_call"] = host.energy_mj / host.total_calls
+            info["energy_window"] = {"calls": host.total_calls, "seconds": host.seconds, "energy_mj": host.energy_mj}
+    if dev.is_cuda:
+        if window is not None:
+            info["telemetry"] = window.summary()
+            info["valid"], info["valid_reason"] = window.verdict()
+        else:
+            info["valid"], info["valid_reason"] = False, f"unverified: no GPU telemetry ({no_telemetry})"
     if stats.rel_iqr > 0.1:
         info["noisy"] = f"IQR is {stats.rel_iqr:.0%} of the median"
-    if energy_before is not None and energy_after is not None and stats.n:
-        info["energy_mj_per_call"] = (energy_after - energy_before) / (stats.n)
 
     # Memory and FLOPs from separate untimed calls: the FLOP counter keeps tensors alive
     # (activations that checkpointing would free), which would inflate the peak.
-    peak_bytes, out = measure_peak_memory(workload.fn, device)
+    peak_bytes, out = dev.peak_memory(_call(workload.fn, before))
     metrics[PEAK_MEMORY.name] = metric_value(peak_bytes / MIB, PEAK_MEMORY.unit, PEAK_MEMORY.better, PEAK_MEMORY.kind,
                                             bytes=peak_bytes)
-    flops = count_flops(workload.fn)[0] if workload.flops is None else workload.flops
+    if workload.flops is None:
+        flops = count_flops(_call(workload.fn, before))[0]
+        info["flops_method"] = "FlopCounterMode"
+    else:
+        flops = workload.flops
+        info["flops_method"] = "formula"
+    info.update(workload.info)  # a suite may say how it got its FLOPs (e.g. counted once, shared)
     if flops and flops > 0 and stats.median > 0:
         info["flops"] = flops
-        metrics[TFLOPS.name] = metric_value(flops / (stats.median * 1e-3) / 1e12, TFLOPS.unit, TFLOPS.better, TFLOPS.kind)
+        achieved = flops / (stats.median * 1e-3) / 1e12
+        metrics[TFLOPS.name] = metric_value(achieved, TFLOPS.unit, TFLOPS.better, TFLOPS.kind)
+        dtype = workload.dtype or case.params_dict.get("dtype")
+        peak = _measured_peak(dev, dtype) if dtype else None
+        if peak is not None:
+            metrics[PCT_OF_PEAK.name] = metric_value(100.0 * achieved / peak["tflops"], PCT_OF_PEAK.unit,
+                                                     PCT_OF_PEAK.better, PCT_OF_PEAK.kind)
+            info["peak"] = peak
+    else:
+        info.pop("flops_method", None)
     if workload.items:
         metrics[THROUGHPUT.name] = metric_value(
             workload.items / (stats.median * 1e-3), workload.items_unit, THROUGHPUT.better, THROUGHPUT.kind
@@ -202,7 +341,10 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
             "items": per, "samples": [ms / per for ms in result.samples_ms],
         }
     if suite.wants_output(case.variant):
-        output = workload.output() if workload.output is not None else out
+        if workload.output is not None:
+            output = workload.output()
+        else:
+            output = out
         extra.update(suite.evaluate(state, case.params_dict, case.variant, output) or {})
     del out
     for name, value in extra.items():
@@ -214,13 +356,18 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
         else:
             metrics[name] = metric_value(float(value) if value is not None else math.nan, spec.unit, spec.better,
                                          spec.kind)
-    if device.startswith("cuda"):
-        info["gpu"] = gpu_state(_gpu_index(device))
+    if dev.is_cuda:
+        nvml, why = dev.nvml()
+        info["gpu"] = nvml.state() if nvml is not None else {"nvml": why}
     return metrics, info
 
 
-def _gpu_index(device: str) -> int:
-    return int(device.split(":", 1)[1]) if ":" in device else 0
+def _measured_peak(dev, dtype: str) -> dict | None:
+    """This machine's measured matmul peak for ``dtype`` (from ``harness doctor``), or None."""
+    try:
+        return peak_for(dev.peak_key(), dtype)
+    except Exception:  # no peaks stored, or the device cannot be named: no percentage
+        return None
 
 
 def _seed(seed: int) -> None:
@@ -281,9 +428,16 @@ class _alarm:
 
 
 # --------------------------------------------------------------------------- isolation
-def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str, threads: int | None) -> None:
-    """Worker process: import the suites, then run cases sent over ``conn`` until told to stop."""
+def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str, threads: int | None,
+                 parent_pid: int) -> None:
+    """Worker process: import the suites, then run cases sent over ``conn`` until told to stop.
+
+    The worker leads a process group of its own (the processes a case starts join it), so the
+    parent ends the whole group on a timeout or crash; a guardian process ends the group when
+    the parent dies, however it dies (SIGKILL included).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _lead_process_group(parent_pid)
     import torch
 
     from .registry import load_suite_class
@@ -291,7 +445,9 @@ def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str,
     if threads:
         torch.set_num_threads(threads)
     suites = {name: load_suite_class(path, qual) for name, (path, qual) in suite_locations.items()}
-    executor = CaseExecutor(suites, run_id=run_id)
+    executor = CaseExecutor(suites, run_id=run_id, replace_on_sticky=False)
+    warm_up_engine()  # before "ready": the parent's case time limit starts after it
+    executor._warm = True
     conn.send("ready")
     while True:
         try:
@@ -302,6 +458,8 @@ def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str,
             return
         record = executor.run(msg)
         conn.send(record.to_json())
+        if executor.poisoned:  # a sticky CUDA error: this process's CUDA context is lost
+            return
 
 
 class IsolatedExecutor:
@@ -323,7 +481,8 @@ class IsolatedExecutor:
         parent, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(
             # not a daemon: a case may start processes of its own (e.g. a largest-batch search)
-            target=_worker_main, args=(child, self.locations, self.run_id, self.threads), daemon=False
+            target=_worker_main, args=(child, self.locations, self.run_id, self.threads, os.getpid()),
+            daemon=False
         )
         self.proc.start()
         child.close()
@@ -344,6 +503,7 @@ class IsolatedExecutor:
 
     def _kill(self) -> None:
         if self.proc is not None:
+            _kill_group(self.proc.pid)  # the worker and every process a case started
             if self.proc.is_alive():
                 self.proc.kill()
             self.proc.join(timeout=10)
@@ -376,10 +536,13 @@ class IsolatedExecutor:
         while True:
             if self.conn.poll(0.05):
                 try:
-                    data = json.loads(self.conn.recv())
-                    return Record.from_dict(data)
+                    record = Record.from_dict(json.loads(self.conn.recv()))
                 except (EOFError, OSError):
                     pass  # the worker died while sending; reported below
+                else:
+                    if record.info.get("sticky_cuda_error"):
+                        self._kill()  # the next case gets a fresh worker and CUDA context
+                    return record
             if not self.proc.is_alive():
                 code = self.proc.exitcode
                 self._kill()
@@ -394,6 +557,117 @@ class IsolatedExecutor:
             status=status, reason=reason, run_id=self.run_id, started_at=started,
             duration_s=time.perf_counter() - t0,
         )
+
+
+def _lead_process_group(parent_pid: int) -> None:
+    """Make this process a group leader and fork a guardian that kills the group when
+    ``parent_pid`` is gone (or exits when this process is gone)."""
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        return
+    me = os.getpid()
+    try:
+        guardian = os.fork()
+    except OSError:
+        return
+    if guardian:
+        return
+    # the guardian: no Python state beyond this loop matters; it never returns
+    try:
+        while True:
+            time.sleep(0.2)
+            if os.getppid() != me:  # the worker is gone: nothing left to guard
+                os._exit(0)
+            if not _parent_alive(me, parent_pid):
+                os.killpg(0, signal.SIGKILL)
+    finally:
+        os._exit(0)
+
+
+def _parent_alive(child: int, parent_pid: int) -> bool:
+    """Whether ``parent_pid`` is still ``child``'s parent. A parent that died is so at once,
+    even while it waits, a zombie, to be reaped (its children are handed on when it exits)."""
+    try:
+        with open(f"/proc/{child}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[1]) == parent_pid
+    except (OSError, ValueError, IndexError):  # no /proc: ask the process itself
+        try:
+            os.kill(parent_pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            pass
+        return True
+
+
+def _kill_group(pid: int) -> None:
+    """SIGKILL the process group led by ``pid`` (a worker), if it leads one."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass
+
+
+def warm_up_engine() -> None:
+    """Pay the engine's first-call costs once (the profiler behind CPU peak memory takes
+    seconds to start), so that they never count against a case's time limit."""
+    from .measure.device import device_for
+
+    try:
+        device_for("cpu").peak_memory(lambda: None)
+        count_flops(lambda: None)
+    except Exception:  # a warm-up is an optimisation; a failure shows in the first case instead
+        pass
+
+
+@dataclass
+class TorchState:
+    """torch's process-wide settings a variant may change; restored after every case."""
+
+    values: dict[str, Any]
+
+    @staticmethod
+    def _read() -> dict[str, Any]:
+        import torch
+
+        state = {
+            "num_threads": torch.get_num_threads(),
+            "default_dtype": torch.get_default_dtype(),
+            "grad_enabled": torch.is_grad_enabled(),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            "float32_matmul_precision": torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": torch.backends.cudnn.benchmark,
+            "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        }
+        if hasattr(torch, "is_inference_mode_enabled"):
+            state["inference_mode"] = torch.is_inference_mode_enabled()
+        return state
+
+    @classmethod
+    def capture(cls) -> "TorchState":
+        return cls(cls._read())
+
+    def restore(self) -> list[str]:
+        """Put every changed setting back; the names of those that had changed."""
+        import torch
+
+        now = self._read()
+        changed = [k for k, v in self.values.items() if now.get(k) != v]
+        setters = {
+            "num_threads": torch.set_num_threads,
+            "default_dtype": torch.set_default_dtype,
+            "grad_enabled": torch.set_grad_enabled,
+            "deterministic": torch.use_deterministic_algorithms,
+            "float32_matmul_precision": torch.set_float32_matmul_precision,
+            "cudnn_benchmark": lambda v: setattr(torch.backends.cudnn, "benchmark", v),
+            "cudnn_deterministic": lambda v: setattr(torch.backends.cudnn, "deterministic", v),
+        }
+        for key in changed:
+            if key in setters:
+                setters[key](self.values[key])
+        return changed
 
 
 def _death_reason(code: int | None) -> str:

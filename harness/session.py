@@ -273,7 +273,8 @@ class RunSession:
                         bar.start(case)
                         write_json(self.folder / RUNNING_FILE, {"suite": case.suite, "variant": case.variant,
                                                                 "params": case.params_dict, "started_at": _now()})
-                        record = executor.run(case, self.options.timeout_s)
+                        record = _named_call(f"running case {case.label()}", executor.run, case,
+                                             self.options.timeout_s)
                         writer.write(record)
                         (self.folder / RUNNING_FILE).unlink(missing_ok=True)
                         self.records.append(record)
@@ -367,6 +368,19 @@ class RunSession:
         """The run folder as loaded results (what export and compare read)."""
         environment = read_json(self.folder / ENVIRONMENT_FILE)
         return ResultSet(f"run {self.run_id}", "run", list(self.records), environment, dict(self.meta), [], self.folder)
+
+
+def _call(fn, *args):
+    return fn(*args)
+
+
+def _named_call(name: str, fn, *args):
+    """``fn(*args)`` inside a frame called ``name``: if the process crashes (a segfault in a
+    case run in-process), the fault handler's traceback on stderr names the case."""
+    import types
+
+    frame_fn = types.FunctionType(_call.__code__.replace(co_name=name[:300]), {})
+    return frame_fn(fn, *args)
 
 
 def _case_key(case: Case) -> tuple[str, str, str]:

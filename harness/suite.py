@@ -68,7 +68,16 @@ LATENCY = Metric("latency", "ms", LOWER, "median device time of one call of the 
 PEAK_MEMORY = Metric("peak_memory", "MiB", LOWER, "peak tensor memory during the operation, above what was allocated before", kind=MEMORY)
 TFLOPS = Metric("tflops", "TFLOP/s", HIGHER, "achieved floating-point rate", kind=RATE)
 THROUGHPUT = Metric("throughput", "items/s", HIGHER, "items processed per second", kind=RATE)
-ENGINE_METRICS = {m.name: m for m in (LATENCY, PEAK_MEMORY, TFLOPS, THROUGHPUT)}
+HOST_LATENCY = Metric(
+    "host_latency", "ms", LOWER,
+    "host-inclusive time of one call: wall clock around back-to-back calls divided by their count (CUDA)",
+    kind=TIME,
+)
+PCT_OF_PEAK = Metric(
+    "pct_of_peak", "%", HIGHER, "achieved TFLOP/s as a percentage of this machine's measured matmul peak",
+    ratio=False, kind=RATE,
+)
+ENGINE_METRICS = {m.name: m for m in (LATENCY, HOST_LATENCY, PEAK_MEMORY, TFLOPS, PCT_OF_PEAK, THROUGHPUT)}
 
 
 @dataclass(frozen=True)
@@ -120,6 +129,10 @@ class Workload:
     ``metrics`` are extra metric values the variant already knows (e.g. network evaluations).
     ``per_item_latency`` names a suite metric (unit ms) that receives the measured latency
     divided by ``items``, with its spread (e.g. ``latency_per_image`` of a batched sampler).
+    ``before_sample`` runs before every timed call, outside the timed region (e.g. setting
+    gradients to None so a backward pass does not accumulate into them). ``dtype`` names the
+    matmul peak the achieved TFLOP/s is compared with (``float32``, ``tf32``, ``float16``,
+    ``bfloat16``; default: the case's ``dtype`` param when it has one).
     """
 
     fn: Callable[[], Any]
@@ -131,6 +144,8 @@ class Workload:
     metrics: dict[str, float] = field(default_factory=dict)
     timing: Timing | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    before_sample: Callable[[], Any] | None = None
+    dtype: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,8 +190,10 @@ def _requirement_unmet(req: str, device: str) -> str | None:
         return None if device == "cpu" else "runs on the CPU only"
     if req.startswith("dtype:"):
         name = req.split(":", 1)[1]
-        if name == "bfloat16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
-            return "the CUDA device does not support bfloat16"
+        if name == "bfloat16" and device.startswith("cuda"):
+            with torch.cuda.device(torch.device(device)):  # the check reads the current device
+                if not torch.cuda.is_bf16_supported():
+                    return "the CUDA device does not support bfloat16"
         return None
     raise SuiteDefinitionError(f"unknown requirement {req!r}")
 

@@ -69,6 +69,26 @@ def sdpa_attention(q, k, v, causal: bool):
     return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 
 
+def sdpa_backend_chosen(q, k, v, causal: bool) -> str:
+    """The SDPA backend PyTorch picks for these inputs (its dispatcher's own choice function).
+
+    On the CPU the names are those of PyTorch's CPU kernels (FLASH_ATTENTION is the CPU flash
+    kernel). Where this torch has no choice function, says so.
+    """
+    choose = getattr(torch, "_fused_sdp_choice", None)
+    if choose is None:
+        return "undetermined: this torch has no torch._fused_sdp_choice"
+    from torch.nn.attention import SDPBackend
+
+    try:
+        code = int(choose(q, k, v, None, 0.0, causal))
+    except Exception as exc:  # noqa: BLE001 - a diagnostic, never a failure of the case
+        return f"undetermined: {type(exc).__name__}: {str(exc).splitlines()[0][:120] if str(exc) else ''}"
+    names = {int(member.value): name for name, member in SDPBackend.__members__.items()}
+    name = names.get(code, f"backend {code}")
+    return f"{name} (CPU kernel)" if q.device.type == "cpu" else name
+
+
 def elu_feature_map(x):
     return F.elu(x) + 1.0
 
@@ -323,7 +343,12 @@ class Attention(Suite):
                 with torch.no_grad():
                     return attn(q, k, v, causal)
 
-        return Workload(fn, flops=flops, items=b * n, items_unit="tokens/s", output=output)
+        def clear_grads():  # untimed, before every call: backward writes fresh gradients
+            q.grad = k.grad = v.grad = None
+
+        before = clear_grads if params["pass"] == "forward+backward" else None
+        return Workload(fn, flops=flops, items=b * n, items_unit="tokens/s", output=output,
+                        before_sample=before)
 
     # ---------------------------------------------------------------- variants
     @variant()
@@ -334,7 +359,9 @@ class Attention(Suite):
     @variant()
     def sdpa(self, state, params):
         """torch scaled_dot_product_attention, backend chosen by PyTorch"""
-        return self.workload(state, params, sdpa_attention, exact=True)
+        workload = self.workload(state, params, sdpa_attention, exact=True)
+        workload.info["sdpa_backend"] = sdpa_backend_chosen(state.q, state.k, state.v, params["causal"])
+        return workload
 
     def _sdpa_backend(self, state, params, backend_name: str):
         from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -350,7 +377,9 @@ class Attention(Suite):
                 attn(state.q[:, :, :8], state.k[:, :, :8], state.v[:, :, :8], params["causal"])
         except RuntimeError as exc:
             raise Skip(f"SDPA backend {backend_name} refuses these inputs: {str(exc).splitlines()[0][:200]}") from None
-        return self.workload(state, params, attn, exact=True)
+        workload = self.workload(state, params, attn, exact=True)
+        workload.info["sdpa_backend"] = backend_name
+        return workload
 
     @variant(requires=("cuda",))
     def sdpa_flash(self, state, params):

@@ -25,7 +25,9 @@ Variants (one training step: forward, loss, backward, AdamW step)
   ``none``'s and the variant measures only the hooks' overhead.
 
 Metrics, besides the engine's latency (its ratio to ``none`` is the recomputation overhead),
-peak memory, TFLOP/s (counted FLOPs, recomputation included) and samples/s:
+peak memory, TFLOP/s and samples/s: for the GPT stack TFLOP/s is the model's FLOPs by formula
+(causal attention halved, recomputation not included: useful work per second); for ViT the
+FLOPs FlopCounterMode counts in the step, recomputation included (``info["flops_method"]``):
 - ``activation_memory``: the step's peak minus parameters, gradients, optimizer state and the
   batch (gradient buffers persist between steps, so they are not part of the peak).
 - ``total_memory``: parameters + gradients + AdamW state + batch + activation peak.
@@ -72,6 +74,7 @@ from suites.common.training import (
     largest_batch,
     make_optimizer,
     measure_step_memory,
+    training_step_flops,
 )
 
 
@@ -281,9 +284,10 @@ class Checkpointing(Suite):
         info = {"segments": sqrt_segments(params["depth"])} if name == "sqrt" else {}
         if name == "offload" and not state.device.startswith("cuda"):
             info["note"] = "on the CPU saved activations already live in host memory: nothing moves"
-        # Counted here (also the first step, which creates the optimizer state) rather than by
-        # the engine, whose FLOP counter would wrap the step it measures peak memory on.
-        flops, _ = count_flops(lambda: step(inputs, targets))
+        # Counted (ViT) here rather than by the engine, whose FLOP counter would wrap the step
+        # it measures peak memory on.
+        flops, info["flops_method"] = training_step_flops(
+            state.spec, lambda: count_flops(lambda: step(inputs, targets))[0])
         return Workload(lambda: step(inputs, targets), flops=flops, items=params["batch"],
                         items_unit="samples/s", output=output, info=info)
 

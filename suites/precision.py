@@ -32,8 +32,9 @@ which persist between steps), TFLOP/s and samples/s:
 - ``total_memory``: parameters + gradients + optimizer state + batch + the step's peak above
   them: what the step needs in all.
 
-FLOPs are counted once per grid point (FlopCounterMode, a float32 step) and shared by all
-variants, so TFLOP/s compares precisions on the same work.
+FLOPs are counted once per grid point and shared by all variants, so TFLOP/s compares
+precisions on the same work: GPT models by formula (causal attention halved), the others by
+FlopCounterMode over a float32 step; ``info["flops_method"]`` says which.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
 from harness.measure import count_flops
 from harness.metrics.numeric import relative_error
 from suites.common.models import build_model, loss_fn, make_batches, preset_spec
-from suites.common.training import TrainStep, clone_model, make_optimizer, measure_step_memory
+from suites.common.training import TrainStep, clone_model, make_optimizer, measure_step_memory, training_step_flops
 
 LOSS_BATCHES = 4  # distinct batches the K-step runs cycle over
 ERROR_SAMPLES = 8  # samples of the first batch the forward error is computed on (bounds float64 memory)
@@ -77,17 +78,36 @@ PRECISIONS = {
 
 @contextlib.contextmanager
 def fp32_math(device: str, tf32: bool):
-    """TF32 on or off for CUDA matmuls and cuDNN convolutions, restored afterwards."""
+    """TF32 on or off for CUDA matmuls and cuDNN convolutions, restored afterwards.
+
+    torch >= 2.9 names it ``fp32_precision``; older torch has the ``allow_tf32`` flags.
+    """
     if not device.startswith("cuda"):
         yield
         return
-    matmul, conv = torch.backends.cuda.matmul, torch.backends.cudnn.conv
-    saved = (matmul.fp32_precision, conv.fp32_precision)
-    matmul.fp32_precision = conv.fp32_precision = "tf32" if tf32 else "ieee"
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    conv = getattr(cudnn, "conv", None)
+    if hasattr(matmul, "fp32_precision") and conv is not None and hasattr(conv, "fp32_precision"):
+        targets, names, value = (matmul, conv), "fp32_precision", "tf32" if tf32 else "ieee"
+        saved = (matmul.fp32_precision, conv.fp32_precision)
+    else:
+        targets, names, value = (matmul, cudnn), "allow_tf32", tf32
+        saved = (matmul.allow_tf32, cudnn.allow_tf32)
+    for target in targets:
+        setattr(target, names, value)
     try:
         yield
     finally:
-        matmul.fp32_precision, conv.fp32_precision = saved
+        for target, old in zip(targets, saved):
+            setattr(target, names, old)
+
+
+def peak_dtype(prec: PrecisionMode) -> str:
+    """The matmul peak a precision is compared with (see ``harness doctor``)."""
+    low = prec.autocast or (prec.weights if prec.weights != torch.float32 else None)
+    if low is not None:
+        return str(low).replace("torch.", "")
+    return "tf32" if prec.tf32 else "float32"
 
 
 def cpu_has_fast_fp16() -> bool:
@@ -194,9 +214,9 @@ class Precision(Suite):
         prec = PRECISIONS[name]
         step = state.trainer(prec)
         inputs, targets = state.batch(0, prec)
-        # Counted once, untimed, outside the engine's peak-memory call; the same work for all.
-        flops = state.reference("flops", lambda: count_flops(lambda: state.trainer(PRECISIONS["fp32"])(
-            *state.batch(0, PRECISIONS["fp32"])))[0])
+        # Once, untimed, outside the engine's peak-memory call; the same work for all.
+        flops, method = state.reference("flops", lambda: training_step_flops(state.spec, lambda: count_flops(
+            lambda: state.trainer(PRECISIONS["fp32"])(*state.batch(0, PRECISIONS["fp32"])))[0]))
 
         def output():
             return {
@@ -206,9 +226,9 @@ class Precision(Suite):
             }
 
         info = {"autocast": str(prec.autocast), "weights": str(prec.weights), "tf32": prec.tf32,
-                "grad_scaler": prec.scaler}
+                "grad_scaler": prec.scaler, "flops_method": method}
         return Workload(lambda: step(inputs, targets), flops=flops, items=params["batch"],
-                        items_unit="samples/s", output=output, info=info)
+                        items_unit="samples/s", output=output, info=info, dtype=peak_dtype(prec))
 
     @variant()
     def fp32(self, state, params):

@@ -248,6 +248,27 @@ def make_batches(spec: ModelSpec, count: int, seed: int = 0, device: str = "cpu"
     return out
 
 
+def gpt_forward_flops(spec: ModelSpec) -> float:
+    """Matmul FLOPs of one forward of the GPT stack on ``spec.batch`` sequences of ``input_size``.
+
+    Per block: the qkv, output and MLP projections 2*T*(3d^2 + d^2 + 8d^2) = 24*T*d^2, and the
+    attention scores and weighted sum 4*T^2*d, halved because causal attention computes only
+    the lower triangle; the tied head 2*T*d*V. Embedding lookups, norms and pointwise ops are
+    not counted (as FlopCounterMode does not). FlopCounterMode itself counts causal SDPA as
+    full attention on CUDA and as nothing on the CPU, so GPT FLOPs come from this formula.
+    """
+    if spec.arch != "gpt":
+        raise ValueError(f"the GPT FLOP formula does not apply to {spec.arch!r}")
+    t, d, depth, vocab = spec.input_size, spec.width, spec.depth, spec.classes
+    per_block = 24.0 * t * d * d + 4.0 * t * t * d / 2.0
+    return spec.batch * (depth * per_block + 2.0 * t * d * vocab)
+
+
+def gpt_training_flops(spec: ModelSpec) -> float:
+    """Forward plus backward: each matmul's backward is two matmuls of its size, so 3x the forward."""
+    return 3.0 * gpt_forward_flops(spec)
+
+
 def loss_fn(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy in float32 for classification logits (B, C) or token logits (B, T, V)."""
     return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), targets.reshape(-1))

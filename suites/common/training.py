@@ -27,7 +27,7 @@ import torch
 from harness.measure import measure_peak_memory
 from harness.runner import is_oom
 
-from .models import ModelSpec, build_model, loss_fn, make_batches
+from .models import ModelSpec, build_model, gpt_training_flops, loss_fn, make_batches
 
 MIB = 1024 * 1024
 
@@ -80,6 +80,17 @@ class TrainStep:
                     self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=not self.keep_grads)
         return loss.detach()
+
+
+def training_step_flops(spec: ModelSpec, count: Callable[[], int]) -> tuple[float, str]:
+    """FLOPs of one forward+backward and the method that produced them.
+
+    GPT stacks: the analytic formula (causal attention halved), "formula". Other models:
+    ``count()`` (FlopCounterMode over one step), "FlopCounterMode".
+    """
+    if spec.arch == "gpt":
+        return gpt_training_flops(spec), "formula"
+    return float(count()), "FlopCounterMode"
 
 
 def clone_model(model: torch.nn.Module, device: str, dtype: torch.dtype | None = None) -> torch.nn.Module:
