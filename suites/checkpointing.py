@@ -27,7 +27,8 @@ Variants (one training step: forward, loss, backward, AdamW step)
 Metrics, besides the engine's latency (its ratio to ``none`` is the recomputation overhead),
 peak memory, TFLOP/s and samples/s: for the GPT stack TFLOP/s is the model's FLOPs by formula
 (causal attention halved, recomputation not included: useful work per second); for ViT the
-FLOPs FlopCounterMode counts in the step, recomputation included (``info["flops_method"]``):
+FLOPs FlopCounterMode counts in the step, recomputation included (``info["flops_method"]``
+says which). The suite's own metrics:
 - ``activation_memory``: the step's peak minus parameters, gradients, optimizer state and the
   batch (gradient buffers persist between steps, so they are not part of the peak).
 - ``total_memory``: parameters + gradients + AdamW state + batch + activation peak.
