@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from .measure.peaks import cpu_model
 from .measure.telemetry import cuda_identity, gpu_state
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -36,16 +37,6 @@ def git_info(cwd: Path = PROJECT_ROOT) -> dict[str, Any]:
         "dirty": bool(status),
         "branch": _git("rev-parse", "--abbrev-ref", "HEAD", cwd=cwd),
     }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def resolve_device(device: str) -> str:

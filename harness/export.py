@@ -29,6 +29,7 @@ class Cell:
     n: int | None = None
     ratio: float | None = None
     reason: str = ""
+    invalid: str = ""  # why the measurement is not valid (GPU clocks fell or it throttled), if so
 
 
 @dataclass
@@ -112,6 +113,8 @@ def build_tables(
                     if m.median and m.iqr is not None:
                         spread = m.iqr / m.median
                     cell = Cell("ok", float(m.value), spread, m.n)
+                    if r.info.get("valid") is False:
+                        cell.invalid = str(r.info.get("valid_reason") or "not valid")
                     if r.variant == reference and col == reference:
                         ref_values[rkey] = float(m.value)
                 rows.setdefault(rkey, {})[col] = cell
@@ -159,6 +162,8 @@ def cell_text(cell: Cell, with_ratio: bool = True) -> str:
         text += f" ±{cell.spread * 100:.1f}%"
     if with_ratio and cell.ratio is not None:
         text += f" ({cell.ratio:.2f}x)"
+    if cell.invalid:
+        text += " †"
     return text
 
 
@@ -201,6 +206,10 @@ def to_markdown(tables: list[Table], hide_skipped: bool = True) -> str:
         if skipped:
             out.append("")
             out.append("Skipped: " + "; ".join(f"{c} ({why})" for c, why in skipped.items()))
+        invalid = sorted({c.invalid for _, cells in t.rows for c in cells.values() if c.invalid})
+        if invalid:
+            out.append("")
+            out.append("† not valid: " + "; ".join(invalid))
         out.append("")
     return "\n".join(out)
 

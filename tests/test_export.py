@@ -93,3 +93,12 @@ def test_json_round_trips_values():
     assert [t["metric"] for t in data] == ["latency", "err"]
     cell = data[0]["rows"][0]["cells"]["approx[features=16]"]
     assert cell["value"] == 0.5 and cell["ratio"] == 0.25 and cell["status"] == "ok"
+
+
+def test_a_measurement_that_is_not_valid_is_marked():
+    throttled = rec("fast", 128, 1.0)
+    throttled.info = {"valid": False, "valid_reason": "HW power brake slowdown during the timed window"}
+    text = render(build_tables([rec("base", 128, 2.0), throttled], META, metric="latency"), "markdown")
+    assert "| 1 ±10.0% (0.50x) † |" in text
+    assert "† not valid: HW power brake slowdown during the timed window" in text
+    assert "†" not in render(build_tables([rec("base", 128, 2.0)], META, metric="latency"), "markdown")

@@ -101,9 +101,9 @@ def test_no_import_cycle_inside_the_engine():
 
 def test_the_declaration_layer_and_measurement_import_no_engine_above_them():
     assert imports_of("harness.suite") == set()
-    for name in module_names():
+    for name in module_names():  # measurement stands on its own (paths: where files go)
         if name.startswith("harness.measure"):
-            assert not {m for m in imports_of(name) if not m.startswith("harness.measure")}, name
+            assert not {m for m in imports_of(name) if not m.startswith("harness.measure")} - {"harness.paths"}, name
 
 
 @pytest.mark.parametrize("name", [n for n in module_names() if n != "harness.__main__"])  # that one runs

@@ -52,7 +52,7 @@ class CpuDevice:
         """Machine key of measured peaks: host, CPU model and torch's thread count."""
         import torch
 
-        from ..environment import cpu_model
+        from .peaks import cpu_model
 
         return machine_key(cpu_model(), threads=torch.get_num_threads())
 

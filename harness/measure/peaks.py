@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import platform
 import socket
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,13 @@ def peak_for(key: str, dtype: str, path: Path | None = None) -> dict[str, Any] |
     if not tflops:
         return None
     return {"tflops": float(tflops), "dtype": dtype, "machine": key, "measured_at": entry.get("measured_at")}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
