@@ -217,18 +217,24 @@ class building:
 
 # --------------------------------------------------------------------------- lock
 @contextlib.contextmanager
-def artifact_lock(path: Path) -> Iterator[None]:
-    """Exclusive ``flock`` on the file ``path``, removed again when released.
+def artifact_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """Exclusive ``flock`` on the file ``path``, removed again when released; yields True.
 
     Whoever takes the lock checks that the file it locked is still the one at ``path`` (a
     previous holder may have removed it in between) and retries otherwise, so removing the file
     never lets two holders in. A holder that dies releases the lock with its file descriptor.
+    With ``blocking=False`` a lock held elsewhere yields False at once (and nothing is held).
     """
     path = Path(path)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            except BlockingIOError:
+                os.close(fd)
+                yield False
+                return
             mine = os.fstat(fd)
             try:
                 now = os.stat(path)
@@ -242,7 +248,7 @@ def artifact_lock(path: Path) -> Iterator[None]:
         os.close(fd)
     try:
         os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        yield
+        yield True
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -259,12 +265,26 @@ def _remove(path: Path) -> None:
 
 
 def _clean_stale(root: Path, name: str) -> list[str]:
-    """Remove temporary folders of earlier builders of ``name`` (only called under its lock)."""
+    """Remove what dead builders left in ``root``; called holding the lock of artifact ``name``.
+
+    ``name``'s own leftovers go at once. Another artifact's go only if its lock is free at this
+    moment (no process is building it): a live builder's temporary folder is never touched.
+    """
     removed = []
-    for pattern in (f".{name}{_TMP}*", f".{name}{_OLD}*"):
-        for path in root.glob(pattern):
-            _remove(path)
-            removed.append(path.name)
+    stale: dict[str, list[Path]] = {}
+    for path in root.glob(".*"):
+        for infix in (_TMP, _OLD):
+            owner, found, _ = path.name[1:].partition(infix)
+            if found and owner:
+                stale.setdefault(owner, []).append(path)
+                break
+    for owner, paths in stale.items():
+        with contextlib.ExitStack() as stack:
+            if owner != name and not stack.enter_context(artifact_lock(root / f".{owner}.lock", blocking=False)):
+                continue  # its builder is at work
+            for path in paths:
+                _remove(path)
+                removed.append(path.name)
     return removed
 
 

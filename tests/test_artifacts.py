@@ -163,10 +163,60 @@ def test_stale_files_of_dead_builders_are_cleaned(tmp_path):
         (tmp_path / stale).mkdir()
         (tmp_path / stale / "weights.bin").write_bytes(b"half")
     (tmp_path / f".{name}.lock").write_text("999999 gone\n")  # a lock file its holder left behind
-    other = tmp_path / ".other-artifact.tmp-1-x"
-    other.mkdir()  # another artifact's builder may still be at work: left alone
-    assert maker.get()[1]["cache"] == "built"
-    assert _leftovers(tmp_path) == [other.name]
+    abandoned = tmp_path / ".other-abc.tmp-999999-x"  # another artifact's, no builder at work
+    busy = tmp_path / ".busy-abc.tmp-1-x"  # another artifact's, its builder holds the lock
+    abandoned.mkdir()
+    busy.mkdir()
+    with art.artifact_lock(tmp_path / ".busy-abc.lock") as held:
+        assert held is True
+        assert maker.get()[1]["cache"] == "built"
+        assert _leftovers(tmp_path) == [".busy-abc.lock", busy.name]
+    assert _leftovers(tmp_path) == [busy.name]
+
+
+def test_a_lock_held_elsewhere_is_not_taken_without_blocking(tmp_path):
+    lock = tmp_path / ".x.lock"
+    with art.artifact_lock(lock):
+        with art.artifact_lock(lock, blocking=False) as second:
+            assert second is False
+    with art.artifact_lock(lock, blocking=False) as third:
+        assert third is True
+    assert not lock.exists()
+
+
+KILLED = textwrap.dedent("""
+    import os, time
+    from pathlib import Path
+    from harness import artifacts as art
+
+    def build(folder):
+        (folder / "weights.bin").write_bytes(b"half written")
+        Path(os.environ["STARTED"]).write_text("1")
+        time.sleep(600)
+
+    art.cached_artifact("toy", {"size": 4096, "seed": 7}, build, lambda f: None, root=Path(os.environ["ROOT"]))
+""")
+
+
+def test_a_builder_killed_half_way_leaves_nothing_that_counts(tmp_path):
+    root, started = tmp_path / "cache", tmp_path / "started"
+    root.mkdir()
+    (proc,) = start_python(KILLED, 1, env={"ROOT": str(root), "STARTED": str(started)})
+    try:
+        for _ in range(6000):
+            if started.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert started.exists(), proc.communicate()[1]
+    finally:
+        proc.kill()
+        proc.communicate()
+    maker = Maker(root)
+    assert art.verify_artifact(maker.folder) == art.MISSING  # the half build never became the artifact
+    assert [n for n in _leftovers(root) if n.startswith(f".{maker.folder.name}.tmp-")]  # its temporary folder
+    _, info = maker.get()
+    assert info["cache"] == "built" and art.verify_artifact(maker.folder) is None
+    assert _leftovers(root) == []
 
 
 def test_config_key_follows_the_config():
