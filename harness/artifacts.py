@@ -170,10 +170,11 @@ class _AlarmDeferral:
             self.swapped = True
 
     def release(self) -> None:
+        # Unblock first: an alarm pending on this thread is noted like one from another thread,
+        # and whatever the handler restored below raises, the mask is already back.
+        signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
         if self.swapped:
             signal.signal(signal.SIGALRM, self.previous)
-        # Unblocking delivers a SIGALRM pending on this thread to the restored handler.
-        signal.pthread_sigmask(signal.SIG_SETMASK, self.old_mask)
         if self.pending:
             signal.raise_signal(signal.SIGALRM)
 
