@@ -383,3 +383,52 @@ def test_processes_that_all_find_it_missing_build_it_once(tmp_path):
     assert sorted(r["cache"] for r in results) == ["built", "reused", "reused"]
     assert len({r["build_id"] for r in results}) == 1 and len({r["value"] for r in results}) == 1
     assert _leftovers(root) == []
+
+
+TRAINING_SUITE = '''
+import time
+
+import torch
+
+from harness import Profile, Suite, Timing, Workload, variant
+from harness.artifacts import cached_artifact
+
+
+class Trains(Suite):
+    """Trains its model in prepare, longer than the case time limit."""
+
+    name = "trains"
+    grid = {"n": [4]}
+    profiles = {"quick": Profile(timing=Timing(warmup_s=0, budget_s=0.01, min_runs=1))}
+    timing = Timing(warmup_s=0, budget_s=0.01, min_runs=1)
+
+    def prepare(self, params, device):
+        def build(folder):
+            time.sleep(1.0)  # twice the case time limit
+            torch.save(torch.ones(params["n"]), folder / "weights.pt")
+
+        return cached_artifact("trains", params, build, lambda f: torch.load(f / "weights.pt"))
+
+    @variant()
+    def uses(self, state, params):
+        weights, info = state
+        return Workload(lambda: weights * 2, info={"weights_cache": info["cache"]})
+'''
+
+
+def test_in_process_case_limit_lets_the_build_finish_into_the_cache(write_suite, tmp_path, monkeypatch):
+    """The engine's own case alarm: the case that trains times out, but only once the model is
+    cached, so the next run loads it (before, every run was cut off in mid-training)."""
+    from harness.plan import plan_suite
+    from harness.registry import discover
+    from harness.runner import run_cases
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    cls = discover(extra=[write_suite("trains_suite", TRAINING_SUITE)], builtin=False).get("trains")
+    cases = plan_suite(cls, "quick", "cpu")
+    (first,) = run_cases(cases, {"trains": cls}, tmp_path / "r1", run_id="r1", timeout_s=0.5, progress=False)
+    assert first.status == "timeout"
+    folder = tmp_path / "cache" / "trains" / art.config_key("trains", {"n": 4})
+    assert art.verify_artifact(folder) is None  # complete, though the case ran out of time
+    (second,) = run_cases(cases, {"trains": cls}, tmp_path / "r2", run_id="r2", progress=False)
+    assert second.status == "ok" and second.info["weights_cache"] == "reused"
