@@ -15,9 +15,11 @@ R-CNN as the ``head`` param, on one randomly initialised ResNet backbone):
 - ``fpn_pyramid``: the FPN model with the same multi-scale testing.
 
 Both models are trained with the same fixed budget (steps, batch, AdamW schedule, seed) in
-the untimed part of the first case that needs them; the weights are cached on disk, keyed by
-the model, training and data configuration, so later runs load them (``train_time`` reports
-the time the training took when it ran). ``checkpoint`` may name user weights instead, as a
+the untimed part of the first case that needs them, and a case time limit waits for the
+training to finish; the weights are cached on disk, keyed by the model, training and data
+configuration, checked against their SHA-256 manifest on every load and retrained when
+corrupt, so later runs (and concurrent ones) load them (``train_time`` reports the time the
+training took when it ran). ``checkpoint`` may name user weights instead, as a
 path template with ``{head}`` and ``{arch}`` (``single`` or ``fpn``), e.g.
 ``--param checkpoint=/ckpt/{head}-{arch}.pt``.
 
@@ -184,7 +186,7 @@ class Detection(Suite):
             metrics={"train_time": {"value": det.train_time_s, "source": det.source}},
             info={"arch": arch, "scales": list(scales), "weights": det.weights_path, "weights_source": det.source,
                   "val_images": len(state.val), "train_images": len(state.train),
-                  "train_skipped_steps": det.info.get("skipped_steps", 0)},
+                  "train_skipped_steps": det.info.get("skipped_steps", 0), "weights_cache": det.info.get("cache", "")},
         )
 
     @variant()

@@ -299,7 +299,7 @@ def test_suite_runs_every_variant_end_to_end(tmp_path, monkeypatch):
     assert records[1].info["weights"] == records[0].info["weights"]
     assert records[3].info["weights"] == records[2].info["weights"]
     assert records[0].info["weights"] != records[2].info["weights"]
-    assert len(list((tmp_path / "detection" / "weights").glob("*.pt"))) == 2
+    assert len(list((tmp_path / "detection" / "weights").glob(f"*/{dt.WEIGHTS_FILE}"))) == 2
 
 
 def test_scales_param_is_checked():

@@ -4,7 +4,8 @@ The synthetic set answers the FPN-versus-pyramid question without downloads: ima
 several object classes (each a shape with its own hue band) whose mask areas fall evenly in
 COCO's small (< 32^2), medium (32^2 to 96^2) and large (>= 96^2) ranges, on a cluttered
 background (a colour gradient, noise, unannotated lines and blobs), with partial occlusion.
-It is generated from a seed, written once under ``harness.paths.cache_dir`` and reused.
+It is generated from a seed, written once under ``harness.paths.cache_dir`` and reused
+(checked against its manifest of SHA-256 digests on every load, regenerated when corrupt).
 
 A real COCO-format folder (images plus ``instances_*.json``, such as COCO val2017) is read
 by :func:`load_coco_folder`.
@@ -16,7 +17,6 @@ import colorsys
 import hashlib
 import json
 import os
-import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -229,27 +229,36 @@ def write_synthetic(spec: SyntheticSpec, root: Path) -> Path:
     return root
 
 
-def synthetic_dataset(spec: SyntheticSpec, cache_root: Path | None = None) -> dict[str, "CocoDataset"]:
-    """The synthetic set for ``spec``: generated once into the cache, then read from there.
+def load_synthetic(spec: SyntheticSpec, cache_root: Path | None = None) -> tuple[dict[str, "CocoDataset"], dict]:
+    """The synthetic set for ``spec`` and where it came from: generated once into the cache.
 
-    Generation writes to a temporary folder renamed into place when complete, so an
-    interrupted run never leaves a half-written set behind.
+    The folder (images, annotations and a ``COMPLETE`` marker) is a :mod:`harness.artifacts`
+    artifact: written atomically with a manifest of SHA-256 digests, checked on every load
+    (every image and annotation file) and regenerated when anything is missing or altered.
+    The info says whether the cache was ``reused``, ``built`` or ``rebuilt: <why>``.
     """
-    if cache_root is None:
-        from harness.paths import cache_dir
+    from harness.artifacts import cached_artifact
+    from harness.paths import cache_dir
 
-        cache_root = cache_dir("detection", "data")
-    final = Path(cache_root) / f"synthetic-{spec.key()}"
-    if not (final / "COMPLETE").exists():
-        tmp = Path(cache_root) / f".tmp-{spec.key()}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        write_synthetic(spec, tmp)
-        (tmp / "COMPLETE").write_text(json.dumps(asdict(spec)))
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return load_coco_folder(final)
+    def build(folder: Path) -> dict:
+        write_synthetic(spec, folder)
+        (folder / "COMPLETE").write_text(json.dumps(asdict(spec)))
+        return {"num_train": spec.num_train, "num_val": spec.num_val, "generator_version": GENERATOR_VERSION}
+
+    root = Path(cache_root) if cache_root is not None else cache_dir("detection", "data")
+    return cached_artifact("synthetic", {**asdict(spec), "version": GENERATOR_VERSION}, build, _load_complete,
+                           root=root, name=f"synthetic-{spec.key()}")
+
+
+def _load_complete(folder: Path) -> dict[str, "CocoDataset"]:
+    if not (folder / "COMPLETE").is_file():
+        raise FileNotFoundError(f"{folder} has no COMPLETE marker")
+    return load_coco_folder(folder)
+
+
+def synthetic_dataset(spec: SyntheticSpec, cache_root: Path | None = None) -> dict[str, "CocoDataset"]:
+    """The synthetic set for ``spec`` by split name, from the checked cache (see :func:`load_synthetic`)."""
+    return load_synthetic(spec, cache_root)[0]
 
 
 # --------------------------------------------------------------------------- reading COCO

@@ -37,7 +37,8 @@ STAGE_CHANNELS = {"layer1": 64, "layer2": 128, "layer3": 256, "layer4": 512}
 STAGE_STRIDES = {"layer1": 4, "layer2": 8, "layer3": 16, "layer4": 32}
 IMAGE_MEAN = [0.485, 0.456, 0.406]
 IMAGE_STD = [0.229, 0.224, 0.225]
-WEIGHTS_FORMAT = 1  # bump when the cached file layout or the model code changes
+WEIGHTS_FORMAT = 2  # bump when the cached file layout or the model code changes
+WEIGHTS_FILE = "weights.pt"  # the state dict inside a cached detector's folder
 
 
 @dataclass(frozen=True)
@@ -396,35 +397,42 @@ def trained_detector(
     """The detector for ``model_cfg`` trained on ``dataset`` with ``train_cfg``.
 
     From ``checkpoint`` if given; else from the weights cache if this exact configuration
-    was trained before; else trained now and written to the cache (atomically).
+    was trained before and its files check out; else trained now and cached as a
+    :mod:`harness.artifacts` artifact (atomic, SHA-256 manifest, one build across processes,
+    not cut short by a case time limit). ``info`` holds the training facts and ``cache``.
     """
     torch.manual_seed(train_cfg.seed)  # the random initialisation is part of the config
     model = build_detector(model_cfg)
     if checkpoint:
         load_checkpoint(model, checkpoint)
         return TrainedDetector(model.to(device).eval(), model_cfg, "checkpoint", str(checkpoint), math.nan)
-    if cache_root is None:
-        from harness.paths import cache_dir
+    from harness.artifacts import cached_artifact
+    from harness.paths import cache_dir
 
-        cache_root = cache_dir("detection", "weights")
-    Path(cache_root).mkdir(parents=True, exist_ok=True)
-    key = weights_key(model_cfg, train_cfg, f"{dataset.fingerprint()}@{max_side}")
-    path = Path(cache_root) / f"{model_cfg.head}-{model_cfg.arch}-{key}.pt"
-    if path.exists():
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(blob["model"])
-        meta = json.loads(blob["meta"])
-        return TrainedDetector(model.to(device).eval(), model_cfg, "cache", str(path), meta["train_time_s"], meta)
-    t0 = time.perf_counter()
-    history = train_detector(model, dataset, train_cfg, device, max_side=max_side)
-    train_time = time.perf_counter() - t0
-    meta = {"train_time_s": train_time, "device": device, "threads": torch.get_num_threads(),
-            "model": asdict(model_cfg), "train": asdict(train_cfg), **history}
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"model": state, "meta": json.dumps(meta)}, tmp)
-    os.replace(tmp, path)
-    return TrainedDetector(model.eval(), model_cfg, "trained", str(path), train_time, meta)
+    root = Path(cache_root) if cache_root is not None else cache_dir("detection", "weights")
+    data_key = f"{dataset.fingerprint()}@{max_side}"
+    key = weights_key(model_cfg, train_cfg, data_key)
+
+    def build(folder: Path) -> dict:
+        torch.manual_seed(train_cfg.seed)  # the same initialisation as a model built above
+        fresh = build_detector(model_cfg)
+        t0 = time.perf_counter()
+        history = train_detector(fresh, dataset, train_cfg, device, max_side=max_side)
+        train_time = time.perf_counter() - t0
+        torch.save({k: v.detach().cpu() for k, v in fresh.state_dict().items()}, folder / WEIGHTS_FILE)
+        return {"train_time_s": train_time, "device": device, "threads": torch.get_num_threads(),
+                "model": asdict(model_cfg), "train": asdict(train_cfg), **history}
+
+    def load(folder: Path) -> nn.Module:
+        model.load_state_dict(torch.load(folder / WEIGHTS_FILE, map_location="cpu", weights_only=True))
+        return model
+
+    config = {"model": asdict(model_cfg), "train": asdict(train_cfg), "data": data_key, "format": WEIGHTS_FORMAT}
+    loaded, info = cached_artifact("detector", config, build, load, root=root,
+                                   name=f"{model_cfg.head}-{model_cfg.arch}-{key}")
+    source = "cache" if info["cache"] == "reused" else "trained"
+    return TrainedDetector(loaded.to(device).eval(), model_cfg, source, str(Path(info["cache_path"]) / WEIGHTS_FILE),
+                           info["train_time_s"], info)
 
 
 def nms_threshold(model: nn.Module) -> float:

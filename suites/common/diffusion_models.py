@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from harness import artifacts
+from harness.artifacts import MANIFEST, config_key, sha256_file, verify_artifact  # noqa: F401 - public here too
 from harness.paths import cache_dir
 
 # The schedule of DDPM (Ho et al. 2020) and of most pixel-space checkpoints (e.g. CIFAR-10 DDPM).
@@ -38,7 +40,6 @@ TRAINING_SCHEDULE = {
     "beta_start": 1e-4,
     "beta_end": 0.02,
 }
-MANIFEST = "manifest.json"
 
 
 def alphas_cumprod(schedule: dict | None = None) -> torch.Tensor:
@@ -171,70 +172,19 @@ class GMMDenoiser(nn.Module):
 
 
 # --------------------------------------------------------------------------- on-disk cache
-def config_key(kind: str, config: Any) -> str:
-    """Folder name of a cached artifact: its kind and the hash of its config."""
-    blob = json.dumps({"kind": kind, **asdict(config)}, sort_keys=True, default=str).encode()
-    return f"{kind}-{hashlib.sha256(blob).hexdigest()[:16]}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_cache(folder: Path) -> str | None:
-    """None when ``folder`` holds a complete artifact whose files match its manifest, else why not."""
-    manifest = folder / MANIFEST
-    if not manifest.is_file():
-        return "no manifest"
-    try:
-        files = json.loads(manifest.read_text())["files"]
-    except (ValueError, KeyError, TypeError) as exc:
-        return f"unreadable manifest ({exc})"
-    for name, digest in files.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if _sha256(path) != digest:
-            return f"{name} does not match its checksum"
-    return None
+verify_cache = verify_artifact  # the facility lives in harness.artifacts; these names stay for callers
+_sha256 = sha256_file
 
 
 def cached_artifact(kind: str, config: Any, build: Callable[[Path], dict], load: Callable[[Path], Any]):
-    """Load the artifact cached for ``config``, building (and caching) it when absent or corrupt.
+    """Load the artifact cached for ``config`` under ``cache_dir("diffusion")``, building (and
+    caching) it when absent or corrupt: :func:`harness.artifacts.cached_artifact` there.
 
     ``build(folder)`` writes the artifact's files into an empty folder and returns facts worth
     keeping (e.g. training loss); ``load(folder)`` reads it back. Returns ``(artifact, info)``;
     ``info["cache"]`` says whether the cache was reused, built, or rebuilt and why.
     """
-    root = cache_dir("diffusion")
-    folder = root / config_key(kind, config)
-    problem = verify_cache(folder) if folder.exists() else None
-    if folder.exists() and problem is None:
-        try:
-            manifest = json.loads((folder / MANIFEST).read_text())
-            return load(folder), {**manifest.get("info", {}), "cache": "reused", "cache_path": str(folder)}
-        except Exception as exc:  # noqa: BLE001 - a file that checks out but cannot be read is corrupt too
-            problem = f"unloadable ({type(exc).__name__}: {str(exc)[:120]})"
-    status = "built" if not folder.exists() else f"rebuilt: {problem}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
-    try:
-        t0 = time.perf_counter()
-        info = dict(build(tmp) or {})
-        info["build_seconds"] = time.perf_counter() - t0
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / MANIFEST).write_text(json.dumps({"kind": kind, "config": asdict(config), "files": files,
-                                                "info": info}, indent=2, default=str))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)  # atomic: a reader sees the old folder or the complete new one
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return load(folder), {**info, "cache": status, "cache_path": str(folder)}
+    return artifacts.cached_artifact(kind, config, build, load, root=cache_dir("diffusion"))
 
 
 # --------------------------------------------------------------------------- digits data
