@@ -27,6 +27,7 @@ from .results import Record, metric_value
 from .suite import HOST_LATENCY, LATENCY, PCT_OF_PEAK, PEAK_MEMORY, TFLOPS, THROUGHPUT, Skip, Suite, Workload
 
 MIB = 1024.0 * 1024.0
+BUILD_LIMIT_S = 3600.0  # an artifact build holds the case limit, up to max(this, 10 x the limit)
 
 # Messages of allocation failures that are out-of-memory errors whatever exception carries them.
 OOM_MESSAGES = (
@@ -446,6 +447,11 @@ def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str,
         torch.set_num_threads(threads)
     suites = {name: load_suite_class(path, qual) for name, (path, qual) in suite_locations.items()}
     executor = CaseExecutor(suites, run_id=run_id, replace_on_sticky=False)
+    from .artifacts import set_build_listener
+
+    # while a case builds a cached artifact (trains weights, writes a dataset), the parent
+    # holds its time limit, so a build is never killed half way
+    set_build_listener(lambda building: conn.send(("building", bool(building))))
     warm_up_engine()  # before "ready": the parent's case time limit starts after it
     executor._warm = True
     conn.send("ready")
@@ -533,13 +539,23 @@ class IsolatedExecutor:
         t0 = time.perf_counter()  # the time limit counts the case, not the worker's start
         self.conn.send(case)
         deadline = None if not timeout_s else t0 + timeout_s
+        build_started = None  # while the worker builds an artifact, the limit is held
         while True:
             if self.conn.poll(0.05):
                 try:
-                    record = Record.from_dict(json.loads(self.conn.recv()))
+                    msg = self.conn.recv()
                 except (EOFError, OSError):
-                    pass  # the worker died while sending; reported below
-                else:
+                    msg = None  # the worker died while sending; reported below
+                if isinstance(msg, tuple) and msg[:1] == ("building",):
+                    if msg[1] and build_started is None:
+                        build_started = time.perf_counter()
+                    elif not msg[1] and build_started is not None:
+                        if deadline is not None:
+                            deadline += time.perf_counter() - build_started
+                        build_started = None
+                    continue
+                if msg is not None:
+                    record = Record.from_dict(json.loads(msg))
                     if record.info.get("sticky_cuda_error"):
                         self._kill()  # the next case gets a fresh worker and CUDA context
                     return record
@@ -547,7 +563,12 @@ class IsolatedExecutor:
                 code = self.proc.exitcode
                 self._kill()
                 return self._record(case, "crashed", _death_reason(code), started, t0)
-            if deadline is not None and time.perf_counter() > deadline:
+            if build_started is not None and timeout_s and time.perf_counter() - build_started > max(
+                    BUILD_LIMIT_S, 10 * timeout_s):
+                self._kill()
+                return self._record(case, "timeout", "an artifact build ran past its own limit "
+                                    f"({max(BUILD_LIMIT_S, 10 * timeout_s):g} s); worker killed", started, t0)
+            if deadline is not None and build_started is None and time.perf_counter() > deadline:
                 self._kill()
                 return self._record(case, "timeout", f"ran past the {timeout_s:g} s case time limit; worker killed", started, t0)
 

@@ -421,7 +421,7 @@ def test_in_process_case_limit_lets_the_build_finish_into_the_cache(write_suite,
     cached, so the next run loads it (before, every run was cut off in mid-training)."""
     from harness.plan import plan_suite
     from harness.registry import discover
-    from harness.runner import run_cases
+    from harness.session import run_cases
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     cls = discover(extra=[write_suite("trains_suite", TRAINING_SUITE)], builtin=False).get("trains")
@@ -432,3 +432,20 @@ def test_in_process_case_limit_lets_the_build_finish_into_the_cache(write_suite,
     assert art.verify_artifact(folder) is None  # complete, though the case ran out of time
     (second,) = run_cases(cases, {"trains": cls}, tmp_path / "r2", run_id="r2", progress=False)
     assert second.status == "ok" and second.info["weights_cache"] == "reused"
+
+
+def test_isolated_case_limit_is_held_while_the_worker_builds(write_suite, tmp_path, monkeypatch):
+    """In a worker, the build tells the parent, which holds the case's time limit: the case that
+    trains (longer than the limit) completes, and the model is in the cache."""
+    from harness.plan import plan_suite
+    from harness.registry import discover
+    from harness.session import run_cases
+
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    cls = discover(extra=[write_suite("trains_suite", TRAINING_SUITE)], builtin=False).get("trains")
+    cases = plan_suite(cls, "quick", "cpu")
+    (first,) = run_cases(cases, {"trains": cls}, tmp_path / "r1", timeout_s=0.5, isolate=True)
+    assert first.status == "ok", first.reason
+    assert first.info["weights_cache"] == "built"
+    folder = tmp_path / "cache" / "trains" / art.config_key("trains", {"n": 4})
+    assert art.verify_artifact(folder) is None
