@@ -101,10 +101,10 @@ class SSM(Suite):
     reference = "attention"
     metrics = [
         Metric("rel_error", "", "lower", "relative Frobenius error of the output against the float64 sequential reference",
-               ratio=False),
+               ratio=False, kind="quality"),
         Metric("copy_accuracy", "%", "higher",
                "selective copying accuracy of a 2-layer model of this layer after copy_steps training steps",
-               ratio=False),
+               ratio=False, kind="quality"),
     ]
     timing = Timing(warmup_s=0.05, budget_s=0.5, min_runs=3, rel_spread=0.02)
 

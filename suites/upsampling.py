@@ -142,7 +142,7 @@ class Upsampling(Suite):
     metrics = [
         Metric("checkerboard", "%", "lower",
                "share of the output's spectral energy at the period-2 frequencies, smooth input, random init",
-               ratio=False),
+               ratio=False, kind="quality"),
     ]
     timing = Timing(warmup_s=0.05, budget_s=0.5, min_runs=5, rel_spread=0.01)
 

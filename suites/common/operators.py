@@ -20,12 +20,12 @@ PASSES = ("forward", "forward+backward")
 # Error metrics shared by the operator suites: the forward output, and (forward+backward
 # only) the gradient with respect to the input, each against float64 on the same values.
 ERROR_METRICS = [
-    Metric("max_error", "", "lower", "largest absolute error of the output against float64", ratio=False),
-    Metric("mean_error", "", "lower", "mean absolute error of the output against float64", ratio=False),
+    Metric("max_error", "", "lower", "largest absolute error of the output against float64", ratio=False, kind="quality"),
+    Metric("mean_error", "", "lower", "mean absolute error of the output against float64", ratio=False, kind="quality"),
     Metric("grad_max_error", "", "lower",
-           "largest absolute error of the input gradient against float64 (forward+backward only)", ratio=False),
+           "largest absolute error of the input gradient against float64 (forward+backward only)", ratio=False, kind="quality"),
     Metric("grad_mean_error", "", "lower",
-           "mean absolute error of the input gradient against float64 (forward+backward only)", ratio=False),
+           "mean absolute error of the input gradient against float64 (forward+backward only)", ratio=False, kind="quality"),
 ]
 
 
