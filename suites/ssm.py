@@ -78,13 +78,13 @@ class SSM(Suite):
         "seq_len": [256, 512, 1024, 2048, 4096],
         "dtype": ["float32"],
         "pass": ["forward", "forward+backward"],
-        "copy_steps": [600],
+        "copy_steps": [800],
     }
     profiles = {
         "quick": Profile(
-            grid={"d_model": [64], "seq_len": [128], "copy_steps": [20]},
-            timing=Timing(warmup_s=0.01, budget_s=0.1, min_runs=3, rel_spread=0.05),
-            description="2 CPU cores in seconds: one short sequence, both passes, a 20-step task training",
+            grid={"d_model": [64], "seq_len": [64], "copy_steps": [10]},
+            timing=Timing(warmup_s=0.01, budget_s=0.05, min_runs=3, rel_spread=0.05),
+            description="2 CPU cores in seconds: one short sequence, both passes, a 10-step task training",
         ),
         "default": Profile(),
         "nightly": Profile(

@@ -275,13 +275,13 @@ class CopyTask:
     steps of fresh random batches, seeded, and scored on held-out sequences.
     """
 
-    context: int = 64
-    n_memorize: int = 8
+    context: int = 32
+    n_memorize: int = 4
     vocab: int = 8
-    d_model: int = 64
+    d_model: int = 32
     d_state: int = 16
     layers: int = 2
-    steps: int = 400
+    steps: int = 800
     batch: int = 64
     lr: float = 3e-3
     eval_sequences: int = 1024
@@ -337,7 +337,10 @@ def train_copy_model(kind: str, task: CopyTask) -> CopyModel:
     torch.manual_seed(task.seed)
     model = CopyModel(kind, task)
     opt = torch.optim.AdamW(model.parameters(), lr=task.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=task.lr, total_steps=max(task.steps, 1), pct_start=0.1)
+    sched = None  # one-cycle: warm up over 10% of the steps (at least 2), then anneal
+    if task.steps >= 4:
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=task.lr, total_steps=task.steps,
+                                                    pct_start=max(0.1, 2.0 / task.steps))
     gen = torch.Generator().manual_seed(task.seed + 1)
     k = task.n_memorize
     model.train()
@@ -349,7 +352,8 @@ def train_copy_model(kind: str, task: CopyTask) -> CopyModel:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
     return model.eval()
 
 
