@@ -25,7 +25,7 @@ Metrics, besides latency, peak memory and tokens/s (TFLOP/s is not reported: the
 elementwise and bound by memory traffic and kernel launches, not by arithmetic):
 - ``rel_error``: relative Frobenius error of the forward output against the same layer in
   float64 on the same inputs and weights, computed by the sequential recurrence (the
-  definition) for the SSMs and by SDPA in float64 for attention.
+  definition) for the SSMs and by explicit softmax attention (in query blocks) for attention.
 - ``copy_accuracy``: the selective copying task of the Mamba paper (section 3.1), scaled to a
   CPU (:class:`suites.common.ssm_layers.CopyTask`): a 2-layer model built on the variant's
   layer kind is trained once per process for ``copy_steps`` AdamW steps (seeded, on the CPU;
@@ -186,7 +186,7 @@ class SSM(Suite):
         if kind not in state.cache:
             ref_layer = copy.deepcopy(layer).to(torch.float64)
             with torch.no_grad():
-                state.cache[kind] = ref_layer(state.x.detach().to(torch.float64), "sdpa" if kind == "attention" else "sequential")
+                state.cache[kind] = ref_layer(state.x.detach().to(torch.float64), "blocked" if kind == "attention" else "sequential")
         out = {"rel_error": relative_error(output, state.cache[kind])}
         if params["copy_steps"] > 0:
             out["copy_accuracy"] = task_accuracy(kind, impl, replace(COPY_TASK, steps=params["copy_steps"]),

@@ -243,13 +243,26 @@ class AttentionLayer(torch.nn.Module):
     def forward(self, x: torch.Tensor, form: str = "sdpa") -> torch.Tensor:
         b, length, d = x.shape
         q, k, v = self.qkv(x).view(b, length, 3, d // self.head_dim, self.head_dim).permute(2, 0, 3, 1, 4)
-        if form == "float64":  # explicit softmax, for the reference
-            scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)
-            mask = torch.ones(length, length, dtype=torch.bool, device=x.device).triu(1)
-            o = torch.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ v
+        if form == "blocked":  # explicit softmax in query blocks: the float64 reference at any length
+            o = blocked_causal_attention(q, k, v)
         else:
             o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.w_out(o.transpose(1, 2).reshape(b, length, d))
+
+
+def blocked_causal_attention(q, k, v, max_bytes: int = 1 << 28):
+    """softmax(q k^T / sqrt(d), causal) v, computed for blocks of queries to bound memory."""
+    n = q.shape[-2]
+    per_row = q.shape[:-2].numel() * n * q.element_size() * 3
+    block = max(1, min(n, max_bytes // max(per_row, 1)))
+    cols = torch.arange(n, device=q.device)
+    outs = []
+    for s in range(0, n, block):
+        qb = q[..., s : s + block, :]
+        scores = (qb @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
+        future = cols.unsqueeze(0) > torch.arange(s, s + qb.shape[-2], device=q.device).unsqueeze(1)
+        outs.append(torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1) @ v)
+    return torch.cat(outs, dim=-2)
 
 
 def build_layer(kind: str, d_model: int, d_state: int) -> torch.nn.Module:
