@@ -32,6 +32,10 @@ initialised transposed convolution with kernel 3 and stride 2 makes the stronges
 checkerboard, kernel 4 (a multiple of the stride) a weaker one, and resize-convolution and
 ICNR-initialised pixel shuffle essentially none, while pixel shuffle with random
 initialisation has one. Interpolation has none: each of its two output phases sums to one.
+Kernel 3 against kernel 4 depends on the initialisation: the uneven overlap of kernel 3 shows
+when the taps share a sign (all-ones taps give a period-2 pattern with kernel 3 and none with
+kernel 4), while for PyTorch's zero-mean random taps the expected response at the period-2
+frequencies equals that at DC for both kernel sizes, so both land near the same share.
 """
 
 from __future__ import annotations

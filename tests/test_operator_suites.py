@@ -183,3 +183,16 @@ def test_deformable_layer_offsets_are_about_a_pixel():
 
 def test_conv_flops_formula():
     assert conv_flops(2, 3, 4, 5, 3) == 2 * 2 * 5 * 5 * 4 * 3 * 9
+
+
+def test_transposed_conv_uneven_overlap_with_same_sign_taps():
+    """Odena et al.: kernel 3, stride 2 overlaps unevenly (a checkerboard); kernel 4 evenly (none)."""
+    x = torch.ones(1, 1, 16, 16)
+    shares = {}
+    for k in (3, 4):
+        layer = Upsampler("transposed_conv", kernel=k).build(1, seed=0)
+        with torch.no_grad():
+            layer.weight.fill_(1.0)
+            layer.bias.zero_()
+            shares[k] = checkerboard_share(layer(x))
+    assert shares[3] > 0.01 and shares[4] < 1e-12, shares
