@@ -332,7 +332,8 @@ class Diffusion(Suite):
                "digits: Frechet distance in the feature space of a small CNN trained on the digits (not Inception)"),
         Metric("fd_inf", "", "lower",
                "the source's Frechet distance (gmm: fd_data_true, digits: fd_classifier) extrapolated to infinitely "
-               "many samples: intercept of a line in 1/N over subsets (Chong & Forsyth 2020), with its fit residual"),
+               "many samples: intercept of a line in 1/N over subsets (Chong & Forsyth 2020), with its fit residual",
+               ratio=False),  # an intercept near zero (and possibly below it) makes ratios meaningless
         Metric("fid", "", "lower", "FID with torch-fidelity's Inception-v3 (unavailable without local weights)"),
         Metric("kid", "", "lower", "KID with torch-fidelity's Inception-v3 (unavailable without local weights)"),
     ]
