@@ -1,10 +1,14 @@
-"""Diffusion samplers: DDPM against DDIM, DPM-Solver++ and Euler for speed and sample quality.
+"""Diffusion samplers: DDPM against DDIM, DPM-Solver++, Euler and flow matching for speed and quality.
 
 Question: how many sampling steps of which sampler give what sample quality, for how many
 milliseconds and how much memory, on this device? The shape of the answer is the DDIM paper's
 Table 1 (Song et al. 2021): DDIM (eta 0) at 20-50 steps comes close to 1000-step DDPM at a
 fraction of the time, while stochastic sampling (eta 1, or DDPM's larger variance) with few
-steps is much worse.
+steps is much worse. Flow matching on the straight path (rectified flow, Liu et al. 2023; SD3,
+Esser et al. 2024) is a deterministic ODE sampler too: at equal steps it should land near DDIM,
+its straighter path helping most at few steps. :func:`steps_comparison` (``python -m
+suites.diffusion RUN_DIR``) puts DDIM and flow matching side by side at equal steps, each cell
+the quality and the milliseconds per image it cost.
 
 Samplers are diffusers' schedulers, all driven by one loop (:func:`sample_loop`):
 - ``ddpm`` (the reference): ``DDPMScheduler``, ancestral sampling over all 1000 steps.
@@ -14,6 +18,12 @@ Samplers are diffusers' schedulers, all driven by one loop (:func:`sample_loop`)
   1 - abar_t / abar_prev (the sigma-hat row of the DDIM paper's Table 1).
 - ``dpm_solver``: ``DPMSolverMultistepScheduler``, DPM-Solver++ (2M).
 - ``euler``: ``EulerDiscreteScheduler`` (Karras et al.'s Euler step, no churn).
+- ``flow_euler``: ``FlowMatchEulerDiscreteScheduler`` (SD3's), Euler steps on the velocity of
+  the path x_s = (1 - s) x_0 + s eps, with variant params ``steps`` and ``shift`` (sigmas
+  linear in (0, 1], then s' = shift s / (1 + (shift - 1) s): 1 is rectified flow's uniform
+  grid, 3 is SD3's, which spends more steps at high noise). It starts from the same noise as
+  the other samplers. Its model is the source's velocity model: the exact velocity of the
+  ``gmm`` mixture, or a UNet trained with the flow-matching objective on ``digits``.
 ``spacing`` picks the timesteps: diffusers' ``leading``, ``trailing`` and ``linspace``, or
 ``quadratic``, the DDIM paper's CIFAR-10 choice t_i = floor((i sqrt(0.8 T) / (S-1))^2), passed
 as custom timesteps. Every variant at one grid point starts from the same noise and draws its
@@ -34,10 +44,20 @@ Model sources (grid param ``source``):
   (cached on disk by training config). Quality: FID/KID against the 1797 digits through
   torch-fidelity when Inception weights are on this machine, else ``fid`` is stored as
   unavailable with the reason; always ``fd_classifier``, the Frechet distance in the feature
-  space of a small CNN trained on the digits' training split.
+  space of a small CNN trained on the digits' training split. ``flow_euler`` uses a second UNet
+  of the same architecture and training budget trained to predict the velocity (cached beside
+  the first).
 - ``pretrained``: a diffusers UNet in the local folder named by ``$HARNESS_DIFFUSION_MODEL``
   (e.g. a CIFAR-10 DDPM checkpoint saved with ``save_pretrained``), loaded from that path only.
   FID/KID against the image folder in ``$HARNESS_FID_REFERENCE``; skipped without the model.
+  ``flow_euler`` is skipped (an epsilon-prediction checkpoint has no velocity model).
+
+``fd_inf`` (gmm and digits): the source's Frechet distance (``fd_data_true`` or
+``fd_classifier``) extrapolated to infinitely many samples (Chong & Forsyth 2020: the
+estimator's bias is linear in 1/N; the distance on random subsets of 10% to 100% of the
+samples, a line in 1/N, its intercept), stored with the fit's residual, the intercept's
+standard error, the sizes and distances. The small-sample bias then shows in one number:
+with 250 samples every sampler's ``fd_data_true`` is dominated by it.
 
 Speed: the engine's ``latency`` is one batch of ``batch`` samples, end to end (it excludes the
 scheduler's construction, includes ``set_timesteps``); ``latency_per_image`` is that latency
@@ -61,7 +81,10 @@ import numpy as np
 import torch
 
 from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
-from harness.metrics.fid import FidResult, feature_statistics, fid_kid, frechet_distance, inception_weights_path
+from harness.metrics.fid import (
+    FidResult, fd_subset_sizes, feature_statistics, fid_kid, frechet_distance, frechet_distance_infinity,
+    inception_weights_path,
+)
 
 PRETRAINED_ENV = "HARNESS_DIFFUSION_MODEL"
 FID_REFERENCE_ENV = "HARNESS_FID_REFERENCE"
@@ -70,6 +93,7 @@ NOISE_SEED = 1234  # the initial noise and per-step noise of every variant at a 
 REFERENCE_SEED = 4321  # fresh draws from the true mixture for fd_data_sample
 STEPS = [10, 20, 50, 100, 1000]
 SPACINGS = ["leading", "trailing", "linspace", "quadratic"]
+SHIFTS = [1.0, 3.0]  # flow-matching timestep shift: 1 is rectified flow's uniform grid, 3 is SD3's
 DIGITS_UNET = None  # None: DigitsUNetConfig()'s defaults; tests set a tiny config
 DIGITS_CLASSIFIER = None  # None: DigitsClassifierConfig()'s defaults
 
@@ -139,8 +163,12 @@ def _ddim_class():
 
 def make_scheduler(kind: str, schedule: dict, spacing: str = "leading", **options):
     """A diffusers scheduler of ``kind`` on the model's training ``schedule``."""
-    from diffusers import DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
+    from diffusers import (
+        DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler,
+    )
 
+    if kind == "flow_euler":  # sigmas s in (0, 1], shifted by ``shift``; no beta schedule, no spacing
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=schedule["num_train_timesteps"], **options)
     base = dict(schedule)
     if spacing != "quadratic":
         base["timestep_spacing"] = spacing
@@ -166,18 +194,21 @@ def set_steps(scheduler, steps: int, spacing: str, device) -> None:
 
 def sample_loop(model: Callable, scheduler, noise: torch.Tensor, generator: torch.Generator,
                 step_kwargs: dict | None = None) -> tuple[torch.Tensor, int]:
-    """The one sampling loop: scale, predict epsilon, scheduler step. Returns (x_0, NFE).
+    """The one sampling loop: scale, predict, scheduler step. Returns (x_0, NFE).
 
+    The model predicts what the scheduler steps with: epsilon for the diffusion schedulers, the
+    velocity for the flow-matching one (which neither scales its noise nor its model input).
     ``scheduler.set_timesteps`` must have been called (it also resets multistep state).
     """
     step_kwargs = step_kwargs or {}
-    x = noise * scheduler.init_noise_sigma
+    x = noise * getattr(scheduler, "init_noise_sigma", 1.0)
+    scale = getattr(scheduler, "scale_model_input", None)
     nfe = 0
     with torch.inference_mode():
         for t in scheduler.timesteps:
-            eps = model(scheduler.scale_model_input(x, t), t)
+            pred = model(scale(x, t) if scale is not None else x, t)
             nfe += 1
-            x = scheduler.step(eps, t, x, generator=generator, **step_kwargs).prev_sample
+            x = scheduler.step(pred, t, x, generator=generator, **step_kwargs).prev_sample
     return x, nfe
 
 
@@ -195,14 +226,27 @@ class SourceState:
     info: dict = field(default_factory=dict)
     reference: dict = field(default_factory=dict)  # evaluation references (moments, features...)
     cpu_threads: int | None = None  # intra-op threads of the sampling loop on the CPU (None: as set)
+    flow_factory: Callable[[], tuple[Callable, dict]] | None = None  # builds (velocity model, info) on first use
+    flow_missing: str = "this source has no flow-matching model"
+    _flow: tuple[Callable, dict] | None = None
+
+    def flow_model(self) -> tuple[Callable, dict]:
+        """The source's flow-matching velocity model and its facts; Skip where there is none."""
+        if self.flow_factory is None:
+            raise Skip(self.flow_missing)
+        if self._flow is None:
+            self._flow = self.flow_factory()
+        return self._flow
 
 
 class SamplerRun:
     """One sampler on one state: the timed call (one batch) and the samples quality needs."""
 
-    def __init__(self, state: SourceState, scheduler, steps: int, spacing: str, step_kwargs: dict):
+    def __init__(self, state: SourceState, scheduler, steps: int, spacing: str, step_kwargs: dict,
+                 model: Callable | None = None):
         self.state, self.scheduler, self.steps, self.spacing = state, scheduler, steps, spacing
         self.step_kwargs = step_kwargs
+        self.model = model if model is not None else state.model
         self.nfe = 0
         self._last: torch.Tensor | None = None
         set_steps(scheduler, steps, spacing, state.device)  # validates the sequence before timing
@@ -216,7 +260,7 @@ class SamplerRun:
             torch.set_num_threads(st.cpu_threads)
         try:
             set_steps(self.scheduler, self.steps, self.spacing, st.device)
-            x, self.nfe = sample_loop(st.model, self.scheduler, noise, gen, self.step_kwargs)
+            x, self.nfe = sample_loop(self.model, self.scheduler, noise, gen, self.step_kwargs)
         finally:
             torch.set_num_threads(threads)
         return x
@@ -259,7 +303,7 @@ class Diffusion(Suite):
     profiles = {
         "quick": Profile(
             grid={"source": ["gmm"], "n_samples": [250, 2000], "batch": [2000], "steps": [10, 20, 50],
-                  "eta": [0.0, 1.0], "spacing": ["leading"]},
+                  "eta": [0.0, 1.0], "spacing": ["leading"], "shift": [3.0]},
             timing=Timing(warmup_s=0, min_warmup=1, budget_s=0.2, min_runs=2, rel_spread=0.05),
             description="2 CPU cores in about a minute: the exact GMM denoiser, 10-50 steps against DDPM-1000",
         ),
@@ -286,6 +330,10 @@ class Diffusion(Suite):
                "gmm: Frechet distance in data space to as many fresh draws from the true mixture"),
         Metric("fd_classifier", "", "lower",
                "digits: Frechet distance in the feature space of a small CNN trained on the digits (not Inception)"),
+        Metric("fd_inf", "", "lower",
+               "the source's Frechet distance (gmm: fd_data_true, digits: fd_classifier) extrapolated to infinitely "
+               "many samples: intercept of a line in 1/N over subsets (Chong & Forsyth 2020), with its fit residual",
+               ratio=False),  # an intercept near zero (and possibly below it) makes ratios meaningless
         Metric("fid", "", "lower", "FID with torch-fidelity's Inception-v3 (unavailable without local weights)"),
         Metric("kid", "", "lower", "KID with torch-fidelity's Inception-v3 (unavailable without local weights)"),
     ]
@@ -297,12 +345,16 @@ class Diffusion(Suite):
         if n < 2 or batch < 1:
             raise Skip("n_samples must be at least 2 and batch at least 1")
         batch = min(batch, n)
+        flow_factory, flow_missing = None, "this source has no flow-matching model"
         if source == "gmm":
             model, schedule, shape, info, ref = self._gmm(n, device)
+            flow_factory = lambda: self._gmm_velocity(schedule, device)  # noqa: E731
         elif source == "digits":
             model, schedule, shape, info, ref = self._digits(device)
+            flow_factory = lambda: self._digits_flow(device)  # noqa: E731
         elif source == "pretrained":
             model, schedule, shape, info, ref = self._pretrained(device)
+            flow_missing = "the pretrained source is an epsilon-prediction UNet; flow matching needs a velocity model"
         else:
             raise Skip(f"unknown source {source!r} (use gmm, digits or pretrained)")
         gen = torch.Generator().manual_seed(NOISE_SEED)
@@ -312,7 +364,8 @@ class Diffusion(Suite):
         threads = 1 if source == "gmm" and device == "cpu" else None
         if threads:
             info["threads"] = threads
-        return SourceState(source, model, schedule, noise, batch, device, info, ref, threads)
+        return SourceState(source, model, schedule, noise, batch, device, info, ref, threads,
+                           flow_factory=flow_factory, flow_missing=flow_missing)
 
     def _gmm(self, n: int, device: str):
         from suites.common.diffusion_models import TRAINING_SCHEDULE, GMMDenoiser, alphas_cumprod, make_gmm
@@ -323,6 +376,18 @@ class Diffusion(Suite):
         draws = gmm.sample(n, torch.Generator().manual_seed(REFERENCE_SEED))
         info = {"gmm": dict(GMM), "fid": "not applicable: gmm samples are vectors, not images"}
         return model, dict(TRAINING_SCHEDULE), (gmm.dim,), info, {"mean": mean, "cov": cov, "draws": draws}
+
+    def _gmm_velocity(self, schedule: dict, device: str):
+        from suites.common.diffusion_models import GMMVelocity, make_gmm
+
+        model = GMMVelocity(make_gmm(**GMM), schedule["num_train_timesteps"]).to(device)
+        return model, {"velocity": "exact: E[eps - x_0 | x_s] of the mixture"}
+
+    def _digits_flow(self, device: str):
+        from suites.common.diffusion_models import digits_unet
+
+        unet, info = digits_unet(DIGITS_UNET, device=device, objective="flow")
+        return _unet_fn(unet), {"flow_unet": info}
 
     def _digits(self, device: str):
         from suites.common.diffusion_models import (
@@ -354,9 +419,9 @@ class Diffusion(Suite):
 
     # ---------------------------------------------------------------- variants
     def _workload(self, state: SourceState, params, kind: str, steps: int, spacing: str,
-                  step_kwargs: dict | None = None, **options) -> Workload:
+                  step_kwargs: dict | None = None, model: Callable | None = None, **options) -> Workload:
         scheduler = make_scheduler(kind, state.schedule, spacing, **options)
-        run = SamplerRun(state, scheduler, steps, spacing, step_kwargs or {})
+        run = SamplerRun(state, scheduler, steps, spacing, step_kwargs or {}, model)
         info = {"scheduler": type(scheduler).__name__, "timesteps": len(scheduler.timesteps),
                 "spacing": spacing, **{k: v for k, v in state.info.items()}}
         return Workload(run, flops=0, items=state.batch, items_unit="images/s", output=run.samples,
@@ -390,6 +455,15 @@ class Diffusion(Suite):
         """Euler discrete (probability-flow ODE in sigma), no churn"""
         return self._workload(state, params, "euler", params["steps"], params["spacing"])
 
+    @variant(params={"steps": STEPS, "shift": SHIFTS})
+    def flow_euler(self, state, params):
+        """flow matching: Euler on the velocity field, diffusers' FlowMatchEulerDiscreteScheduler (SD3's)"""
+        model, flow_info = state.flow_model()
+        shift = float(params["shift"])
+        workload = self._workload(state, params, "flow_euler", params["steps"], "flow", model=model, shift=shift)
+        workload.info.update(flow_info, spacing=f"sigmas linear in (0, 1], shifted by {shift:g}")
+        return workload
+
     # ---------------------------------------------------------------- quality
     def evaluate(self, state: SourceState, params, variant, output: Samples):
         out: dict[str, Any] = {"nfe": output.nfe}
@@ -399,6 +473,8 @@ class Diffusion(Suite):
             bad = int((~torch.isfinite(x.reshape(n, -1))).any(1).sum())
             nan = {"value": math.nan, "n_samples": n, "reason": f"{bad} of {n} samples are not finite"}
             names = ("fd_data_true", "fd_data_sample") if state.source == "gmm" else ("fd_classifier",)
+            if state.source != "pretrained":
+                names += ("fd_inf",)
             return {**out, **{k: dict(nan) for k in names}}
         if state.source == "gmm":
             ref = state.reference
@@ -407,6 +483,7 @@ class Diffusion(Suite):
                                    "reference": "true mixture moments"}
             out["fd_data_sample"] = {"value": frechet_distance(mu, cov, *feature_statistics(ref["draws"])),
                                      "n_samples": n, "n_reference": len(ref["draws"])}
+            out["fd_inf"] = fd_infinity(x, ref["mean"], ref["cov"], "fd_data_true")
             return out
         images = x.clamp(-1, 1).to(torch.float32)
         if state.source == "digits":
@@ -415,6 +492,8 @@ class Diffusion(Suite):
             feats = classifier_features(state.reference["classifier"], images)
             out["fd_classifier"] = {"value": frechet_distance(*feature_statistics(feats), *state.reference["features"]),
                                     "n_samples": n, "n_reference": len(state.reference["images"])}
+            out["fd_inf"] = fd_infinity(feats, *state.reference["features"], "fd_classifier",
+                                        n_reference=len(state.reference["images"]))
         out.update(self._fid(state, images))
         return out
 
@@ -433,6 +512,18 @@ class Diffusion(Suite):
         return result.metric_values()
 
 
+def fd_infinity(features, mu_ref, cov_ref, of: str, **extra) -> dict:
+    """``fd_inf`` of ``features`` against fixed reference moments, or NaN with the reason where the
+    samples are too few for the extrapolation."""
+    n, dim = len(features), int(np.prod(features.shape[1:]))
+    try:
+        sizes = fd_subset_sizes(n, dim)
+    except ValueError as exc:
+        return {"value": math.nan, "n_samples": n, "of": of, "reason": str(exc), **extra}
+    return frechet_distance_infinity(features, mu_ref, cov_ref, sizes=sizes, seed=REFERENCE_SEED).metric_value(
+        of=of, **extra)
+
+
 def _unet_fn(unet) -> Callable:
     """``eps = fn(x, t)`` around a diffusers UNet2DModel (epsilon or v prediction alike)."""
 
@@ -441,3 +532,90 @@ def _unet_fn(unet) -> Callable:
 
     fn.module = unet
     return fn
+
+
+# --------------------------------------------------------------------------- samplers at equal steps
+DISTANCE_OF_SOURCE = {"gmm": "fd_data_true", "digits": "fd_classifier", "pretrained": "fid"}
+
+
+def steps_comparison(records, samplers: tuple[str, ...] = ("ddim", "flow_euler")) -> str:
+    """Markdown: the ``samplers`` side by side at equal steps, each cell the sample quality and
+    the time it cost (median latency per image, ms, with IQR/median), from a run's records.
+
+    Rows are (source, n_samples, steps); columns are each sampler with its other params (eta,
+    spacing, shift). Quality is the source's distance (``fd_data_true``, ``fd_classifier`` or
+    ``fid``) and, where reported, ``fd_inf`` with the standard error of its intercept.
+    """
+    rows: dict[tuple, dict[str, str]] = {}
+    columns: list[str] = []
+    device = ""
+    for r in records:
+        if r.suite != "diffusion" or r.variant not in samplers or "steps" not in r.params:
+            continue
+        label = r.variant + "[" + ",".join(f"{k}={v}" for k, v in r.params.items()
+                                            if k not in Diffusion.grid and k != "steps") + "]"
+        if label not in columns:
+            columns.append(label)
+        device = device or r.device
+        key = (r.params.get("source"), r.params.get("n_samples"), int(r.params["steps"]))
+        rows.setdefault(key, {})[label] = _quality_and_time(r)
+    if not rows:
+        return "no diffusion records of " + ", ".join(samplers) + "\n"
+    columns.sort(key=lambda c: (samplers.index(c.split("[")[0]), c))
+    lines = [f"### diffusion: {' vs '.join(samplers)} at equal steps; device {device}", "",
+             "Cells: distance (lower is better) [fd_inf +-its standard error] @ latency per image "
+             "(median ms +-IQR/median).", "",
+             "| source | n_samples | steps | " + " | ".join(columns) + " |",
+             "|---|---|---|" + "---|" * len(columns)]
+    for key in sorted(rows, key=lambda k: (str(k[0]), k[1], k[2])):
+        cells = [rows[key].get(c, "") for c in columns]
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _quality_and_time(record) -> str:
+    if record.status != "ok":
+        return f"{record.status}: {record.reason}"
+    m = record.metrics
+    name = DISTANCE_OF_SOURCE.get(record.params.get("source"), "")
+    parts = []
+    dist = (m.get(name) or {}).get("value")
+    parts.append(f"{name} {dist:.4g}" if isinstance(dist, (int, float)) and math.isfinite(dist) else f"{name} n/a")
+    inf = m.get("fd_inf") or {}
+    if isinstance(inf.get("value"), (int, float)) and math.isfinite(inf["value"]):
+        parts.append(f"[fd_inf {inf['value']:.3g} +-{inf.get('intercept_se', math.nan):.2g}]")
+    per = m.get("latency_per_image") or {}
+    if isinstance(per.get("value"), (int, float)):
+        spread = per["iqr"] / per["median"] if per.get("median") and per.get("iqr") is not None else math.nan
+        parts.append(f"@ {per['value']:.4g} ms +-{spread:.0%}")
+    return " ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m suites.diffusion RUN_DIR``: print :func:`steps_comparison` of a run folder."""
+    import argparse
+    import sys
+
+    from harness.results import ResultsError, load_run
+
+    parser = argparse.ArgumentParser(prog="python -m suites.diffusion", description=steps_comparison.__doc__)
+    parser.add_argument("run_dir")
+    parser.add_argument("--samplers", default="ddim,flow_euler", help="comma-separated variants (default %(default)s)")
+    args = parser.parse_args(argv)
+    samplers = tuple(v for v in args.samplers.split(",") if v)
+    unknown = [v for v in samplers if v not in Diffusion.variants()]
+    if unknown:
+        print(f"error: unknown diffusion variant {unknown[0]!r} (known: {', '.join(Diffusion.variants())})",
+              file=sys.stderr)
+        return 2
+    try:
+        run = load_run(args.run_dir)
+    except ResultsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(steps_comparison(run.records, samplers), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -105,7 +105,7 @@ def test_higher_is_better_is_inverted_so_a_drop_is_a_rise():
 def test_profile_and_param_environment(monkeypatch):
     from suites.attention import Attention
 
-    monkeypatch.setenv(asv_adapter.ENV_PARAM, "variant=linear,flash;causal=true")
+    monkeypatch.setenv(asv_adapter.ENV_PARAM, "variant=linear,flash;causal=true;inputs=gaussian")
     lay = asv_adapter.layout(Attention)
     assert lay.params[lay.param_names.index("causal")] == (True,)
     assert lay.params[-1] == ("linear", "flash")

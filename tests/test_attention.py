@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -10,6 +11,8 @@ import torch
 from harness.cli import main
 from harness.metrics.numeric import relative_error
 from suites.attention import (
+    attention_entropy,
+    clustered_qk,
     elu_feature_map,
     flash_attention,
     flash_weights,
@@ -19,6 +22,7 @@ from suites.attention import (
     reference_attention,
     sdpa_attention,
     softmax_attention,
+    uniform_attention,
 )
 
 
@@ -126,10 +130,11 @@ def _variants_for_causality():
         "linear": linear_attention,
         "performer": lambda q, k, v, c: performer_attention(q, k, v, c, proj),
         "flash": lambda q, k, v, c: flash_attention(q, k, v, c, w, chunk=16),
+        "uniform": uniform_attention,
     }
 
 
-@pytest.mark.parametrize("name", ["softmax", "sdpa", "linear", "performer", "flash"])
+@pytest.mark.parametrize("name", ["softmax", "sdpa", "linear", "performer", "flash", "uniform"])
 def test_causal_variants_do_not_look_ahead(name):
     attn = _variants_for_causality()[name]
     q, k, v = qkv(n=70, std=0.5)
@@ -152,7 +157,7 @@ def test_quick_profile_on_cpu_all_ok_and_exported(tmp_path, capsys):
     by_status: dict[str, set] = {}
     for r in records:
         by_status.setdefault(r["status"], set()).add(r["variant"])
-    assert by_status["ok"] == {"softmax", "sdpa", "linear", "performer", "flash"}
+    assert by_status["ok"] == {"softmax", "sdpa", "linear", "performer", "flash", "uniform"}
     assert by_status["skipped"] == {"sdpa_flash", "sdpa_efficient", "sdpa_cudnn", "sdpa_math"}
     assert set(by_status) == {"ok", "skipped"}
     for r in records:
@@ -165,7 +170,78 @@ def test_quick_profile_on_cpu_all_ok_and_exported(tmp_path, capsys):
         assert ("rel_error" in m) == (r["variant"] != "flash")
         if r["variant"] in ("softmax", "sdpa"):
             assert m["rel_error"]["value"] < 1e-5
+        if r["variant"] != "flash":
+            entropy = m["attention_entropy"]
+            assert entropy["unit"] == "nats" and entropy["inputs"] == r["params"]["inputs"]
+            assert 0 < entropy["value"] <= entropy["uniform_entropy"] + 1e-9
+    peaked = {(r["params"]["inputs"], r["params"]["causal"]): r["metrics"]["attention_entropy"]["value"]
+              for r in records if r["variant"] == "softmax"}
+    for causal in (False, True):
+        assert peaked[("clustered", causal)] < 0.6 * peaked[("gaussian", causal)]
     capsys.readouterr()
     assert main(["export", str(out), "--format", "markdown"]) == 0
     text = capsys.readouterr().out
     assert "### attention: latency [ms]" in text and "performer[features=16]" in text and "flash" in text
+    assert "| uniform |" in text and "### attention: attention_entropy [nats]" in text
+
+
+# --------------------------------------------------------------------------- inputs, entropy, uniform
+@pytest.mark.parametrize("causal", [False, True])
+def test_uniform_is_attention_with_equal_logits(causal):
+    q, k, v = qkv(n=50)
+    got = uniform_attention(q, k, v, causal)
+    assert relative_error(got, softmax_attention(torch.zeros_like(q), k, v, causal)) < 1e-12
+    assert torch.allclose(got[..., 9, :], v[..., : (10 if causal else 50), :].mean(-2))
+
+
+def test_attention_entropy_matches_its_definition_and_bounds():
+    q, k, _ = qkv(n=60, std=1.2)
+    for causal in (False, True):
+        p = torch.softmax(softmax_scores(q, k, causal), dim=-1)
+        direct = float(-(torch.where(p > 0, p * p.log(), torch.zeros_like(p))).sum(-1).mean())
+        entropy, uniform = attention_entropy(q, k, causal, max_bytes=5_000)  # many query blocks
+        assert entropy == pytest.approx(direct, rel=1e-12)
+        expected_uniform = sum(math.log(i) for i in range(1, 61)) / 60 if causal else math.log(60)
+        assert uniform == pytest.approx(expected_uniform, rel=1e-12) and entropy < uniform
+    zero = torch.zeros_like(q)
+    assert attention_entropy(zero, k, False)[0] == pytest.approx(math.log(60), rel=1e-12)
+
+
+def softmax_scores(q, k, causal):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    if causal:
+        n = q.shape[-2]
+        scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
+    return scores
+
+
+def test_clustered_inputs_are_peaked_and_their_logit_scale_sharpens_them():
+    shape = (1, 2, 256, 32)
+    entropies = []
+    for scale in (1.0, 4.0, 8.0):
+        q, k = clustered_qk(shape, 0.5, scale, torch.Generator().manual_seed(0), "cpu")
+        assert q.shape == k.shape == shape
+        entropies.append(attention_entropy(q, k, False)[0])
+        logits = q[0, 0] @ k[0, 0].T / math.sqrt(32)
+        own_centre = logits.topk(256 // 16, dim=-1).values.mean(-1).median()  # about one centre's keys
+        assert float(own_centre) == pytest.approx(scale, rel=0.25)  # same-centre logits are about the scale
+    assert entropies[0] > entropies[1] > entropies[2]
+    assert entropies[2] < 0.5 * math.log(256)
+    gq, gk = qkv(n=256, d=32, b=1, h=2, std=0.5, dtype=torch.float32)[:2]
+    assert attention_entropy(gq, gk, False)[0] > 0.99 * math.log(256)  # the Gaussian kind: nearly uniform
+
+
+def test_approximations_fall_to_the_trivial_answer_on_peaked_inputs():
+    """On nearly uniform Gaussian attention the trivial answer is already close; on clustered
+    inputs it is far, and linear attention lands near it: the uniform row makes that visible."""
+    shape = (1, 2, 256, 32)
+    v = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    gq, gk = qkv(n=256, d=32, b=1, h=2, std=0.5, dtype=torch.float32)[:2]
+    cq, ck = clustered_qk(shape, 0.5, 8.0, torch.Generator().manual_seed(0), "cpu")
+    errs = {}
+    for kind, (q, k) in {"gaussian": (gq, gk), "clustered": (cq, ck)}.items():
+        ref = reference_attention(q, k, v, False)
+        errs[kind] = (relative_error(uniform_attention(q, k, v, False), ref),
+                      relative_error(linear_attention(q, k, v, False), ref))
+    assert errs["gaussian"][0] < 0.3 and errs["clustered"][0] > 0.9
+    assert errs["clustered"][1] > 0.9 * errs["clustered"][0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -250,3 +251,120 @@ def test_pretrained_source_runs_and_skips_without_a_model(tmp_path, monkeypatch)
     assert record.metrics["nfe"]["value"] == 2
     assert record.metrics["fid"]["status"] == "unavailable"
     assert diffusion.FID_REFERENCE_ENV in record.metrics["fid"]["reason"]
+
+
+# --------------------------------------------------------------------------- flow matching
+@pytest.mark.parametrize("s", [0.1, 0.5, 0.9])
+def test_gmm_velocity_equals_monte_carlo(s):
+    """v(x, s) = E[eps - x0 | x_s = x] on x_s = (1 - s) x0 + s eps, estimated by weighting prior draws."""
+    gmm = dm.make_gmm(dim=3, components=3, seed=1, var_range=(0.01, 0.2))
+    model = dm.GMMVelocity(gmm, dtype=torch.float64)
+    g = torch.Generator().manual_seed(0)
+    x0 = gmm.sample(400_000, g)
+    queries = (1 - s) * gmm.sample(4, g) + s * torch.randn(4, 3, generator=g, dtype=torch.float64)
+    # p(x_s | x0_i) = N((1 - s) x0_i, s^2 I); given x0_i, eps_i = (x_s - (1 - s) x0_i) / s
+    logw = -((queries[:, None, :] - (1 - s) * x0[None]) ** 2).sum(-1) / (2 * s * s)
+    w = torch.softmax(logw, dim=1)
+    eps_minus_x0 = (queries[:, None, :] - (1 - s) * x0[None]) / s - x0[None]
+    mc = (w.unsqueeze(-1) * eps_minus_x0).sum(1)
+    exact = model.velocity(queries, s)
+    ess = 1.0 / (w**2).sum(1)
+    assert ess.min() > 200
+    assert torch.allclose(exact, mc, atol=0.05), (exact, mc)
+    # the model interface: timestep t = s T, as diffusers' flow-matching scheduler passes it
+    assert torch.allclose(model(queries, torch.tensor(s * 1000.0, dtype=torch.float64)), exact, atol=1e-9)
+    with pytest.raises(ValueError):
+        model.velocity(queries, 0.0)
+
+
+def test_flow_scheduler_convention_is_the_straight_path():
+    """diffusers' scale_noise is x_s = s eps + (1 - s) x0 and its Euler step with v = eps - x0 is exact on it."""
+    sched = make_scheduler("flow_euler", dm.TRAINING_SCHEDULE, "flow", shift=3.0)
+    set_steps(sched, 5, "flow", "cpu")
+    x0, eps = torch.randn(6, 4, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    t, s = sched.timesteps[2], float(sched.sigmas[2])
+    assert torch.allclose(sched.scale_noise(x0, t.reshape(1), eps), s * eps + (1 - s) * x0)
+    x = s * eps + (1 - s) * x0
+    sched._step_index = 2
+    nxt = float(sched.sigmas[3])
+    stepped = sched.step(eps - x0, t, x).prev_sample
+    assert torch.allclose(stepped.double(), nxt * eps + (1 - nxt) * x0, atol=1e-6)
+
+
+def test_exact_flow_reaches_the_mixture_and_matches_ddim_in_kind():
+    suite = Diffusion()
+    state = suite.prepare({"source": "gmm", "n_samples": 1000, "batch": 1000}, "cpu")
+    velocity, info = state.flow_model()
+    assert "exact" in info["velocity"]
+
+    def fd(kind, steps, model=None, step_kwargs=None, **options):
+        run = SamplerRun(state, make_scheduler(kind, state.schedule, "leading", **options), steps, "leading",
+                         step_kwargs or {}, model)
+        return suite.evaluate(state, {}, kind, run.samples())["fd_data_true"]["value"]
+
+    ddpm1000 = fd("ddpm", 1000, variance_type="fixed_small")
+    flow50 = fd("flow_euler", 50, velocity, shift=1.0)
+    flow1 = fd("flow_euler", 1, velocity, shift=1.0)  # one Euler step lands on the mixture's mean
+    assert flow50 < 1.5 * ddpm1000
+    assert flow1 > 20 * flow50
+    assert fd("flow_euler", 10, velocity, shift=3.0) < 3 * fd("ddim", 10, step_kwargs={"eta": 0.0})
+
+
+def test_flow_variants_run_in_the_suite_and_report_fd_inf():
+    overrides = {"n_samples": ["300"], "batch": ["300"], "steps": ["4"], "shift": ["1.0", "3.0"]}
+    cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides) if c.variant == "flow_euler"]
+    assert len(cases) == 2
+    records = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    for r in records:
+        assert r.status == "ok", r.reason
+        assert r.metrics["nfe"]["value"] == 4 and r.info["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+        fd_inf = r.metrics["fd_inf"]
+        assert fd_inf["of"] == "fd_data_true" and fd_inf["sizes"][-1] == 300 and fd_inf["sizes"][0] == 32
+        assert math.isfinite(fd_inf["value"]) and fd_inf["residual_rms"] >= 0
+        assert fd_inf["distances"][-1] == pytest.approx(r.metrics["fd_data_true"]["value"])
+    text = diffusion.steps_comparison(records)
+    assert "flow_euler[shift=1.0]" in text and "flow_euler[shift=3.0]" in text and "| gmm | 300 | 4 |" in text
+    assert " ms +-" in text and "fd_inf" in text
+
+
+def test_fd_inf_reports_why_too_few_samples():
+    out = diffusion.fd_infinity(torch.randn(20, 16), np.zeros(16), np.eye(16), "fd_data_true")
+    assert math.isnan(out["value"]) and "too few" in out["reason"] and out["n_samples"] == 20
+
+
+def test_steps_comparison_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert diffusion.main([str(tmp_path / "missing")]) == 2
+    assert diffusion.main([str(tmp_path), "--samplers", "ddim,nope"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
+
+
+def test_digits_flow_model_is_trained_cached_and_sampled(monkeypatch, tmp_path):
+    monkeypatch.setattr(diffusion, "DIGITS_UNET", TINY_UNET)
+    monkeypatch.setattr(diffusion, "DIGITS_CLASSIFIER", TINY_CLASSIFIER)
+    monkeypatch.setenv(INCEPTION_ENV, str(tmp_path / "missing.pth"))
+    flow, info = dm.digits_unet(TINY_UNET, objective="flow")
+    assert info["objective"] == "flow" and "digits-flow-unet" in info["cache_path"]
+    eps_folder = dm.cache_dir("diffusion") / dm.config_key("digits-unet", TINY_UNET)
+    assert info["cache_path"] != str(eps_folder)
+    _, again = dm.digits_unet(TINY_UNET, objective="flow")
+    assert again["cache"] == "reused"
+    with pytest.raises(ValueError):
+        dm.digits_unet(TINY_UNET, objective="score")
+    overrides = {"source": ["digits"], "n_samples": ["12"], "batch": ["12"], "steps": ["3"], "shift": ["3.0"]}
+    cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides) if c.variant == "flow_euler"]
+    (record,) = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    assert record.status == "ok", record.reason
+    assert record.info["flow_unet"]["objective"] == "flow"
+    assert math.isfinite(record.metrics["fd_classifier"]["value"]) and record.metrics["nfe"]["value"] == 3
+    assert "too few" in record.metrics["fd_inf"]["reason"]  # 12 samples of 8-dim features
+
+
+def test_pretrained_source_skips_flow_with_the_reason(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _tiny_unet(sample_size=8, channels=3).save_pretrained(tmp_path / "model")
+    monkeypatch.setenv(diffusion.PRETRAINED_ENV, str(tmp_path / "model"))
+    overrides = {"source": ["pretrained"], "n_samples": ["4"], "batch": ["4"], "steps": ["2"], "shift": ["1.0"]}
+    cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides) if c.variant == "flow_euler"]
+    (record,) = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    assert record.status == "skipped" and "velocity model" in record.reason

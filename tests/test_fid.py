@@ -17,6 +17,7 @@ from harness.metrics.fid import (
     fid_kid,
     frechet_distance,
     frechet_distance_features,
+    frechet_distance_infinity,
     inception_weights_path,
     to_uint8_rgb,
 )
@@ -143,3 +144,45 @@ def test_a_weights_file_of_another_network_is_unavailable_not_a_crash(tmp_path, 
     monkeypatch.setenv(INCEPTION_ENV, str(bad))
     res = fid_kid(_images(0, 2), _images(1, 2))
     assert res.status == "unavailable" and "torch-fidelity failed" in res.reason and str(bad) in res.reason
+
+
+# --------------------------------------------------------------------------- FD at infinitely many samples
+def test_fit_line_recovers_an_exact_line():
+    x = 1.0 / np.array([100, 200, 400, 800])
+    fit = fidmod.fit_line(x, 0.25 + 30.0 * x)
+    assert fit.intercept == pytest.approx(0.25, abs=1e-12) and fit.slope == pytest.approx(30.0, rel=1e-10)
+    assert fit.residual_rms < 1e-12 and fit.intercept_se < 1e-10
+    with pytest.raises(ValueError):
+        fidmod.fit_line([0.1, 0.1], [1.0, 2.0])
+
+
+def test_fd_subset_sizes_span_a_tenth_to_all_and_refuse_too_few():
+    sizes = fidmod.fd_subset_sizes(5000, 16)
+    assert sizes[0] == 500 and sizes[-1] == 5000 and len(sizes) == fidmod.FD_INF_POINTS
+    assert fidmod.fd_subset_sizes(250, 16)[0] == 32  # at least twice the dimension
+    with pytest.raises(ValueError, match="too few"):
+        fidmod.fd_subset_sizes(40, 32)
+
+
+def test_fd_inf_recovers_a_known_intercept_on_gaussian_features():
+    """Shifted Gaussian vs exact reference moments: FD at infinity is |delta|^2; finite N sits above it."""
+    rng = np.random.default_rng(0)
+    dim, n, draws = 16, 2000, 16
+    a = rng.normal(size=(dim, dim))
+    cov, mu = a @ a.T / dim, rng.normal(size=dim)
+    delta = np.full(dim, 0.05)
+    true = float(delta @ delta)  # same covariance: the trace term vanishes
+    intercepts, full = [], []
+    for seed in range(draws):
+        x = np.random.default_rng(100 + seed).multivariate_normal(mu + delta, cov, size=n)
+        res = frechet_distance_infinity(x, mu, cov, seed=seed)
+        assert res.sizes[-1] == n and len(res.distances) == len(res.sizes)
+        assert res.distances[-1] == pytest.approx(frechet_distance(*feature_statistics(x), mu, cov))
+        intercepts.append(res.value)
+        full.append(res.distances[-1])
+        value = res.metric_value(of="test")
+        assert value["value"] == res.value and value["residual_rms"] >= 0 and value["n_samples"] == n
+    bias_full = np.mean(full) - true
+    sem = np.std(intercepts) / math.sqrt(draws)
+    assert bias_full > 0.02  # the small-sample bias of FD at N = 2000 ...
+    assert abs(np.mean(intercepts) - true) < 3 * sem < 0.5 * bias_full  # ... which the intercept is free of

@@ -4,7 +4,10 @@ features give a Frechet distance where Inception weights are absent.
 
 Every denoiser is an epsilon-prediction model ``eps = model(x_t, t)`` for the forward process
 ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps`` of a diffusers training schedule, so one
-sampling loop drives any of them with any diffusers scheduler.
+sampling loop drives any of them with any diffusers scheduler. Flow-matching models predict the
+velocity ``v = model(x_s, s T) = eps - x_0`` on the straight path ``x_s = (1 - s) x_0 + s eps``
+(diffusers' ``FlowMatchEulerDiscreteScheduler`` convention): the exact one of the mixture
+(:class:`GMMVelocity`) and a UNet trained on the digits with that objective.
 
 Trained weights are cached under ``harness.paths.cache_dir("diffusion")`` in a folder named by
 the hash of the training config, with a manifest holding each file's SHA-256: a later run reuses
@@ -171,6 +174,50 @@ class GMMDenoiser(nn.Module):
         return eps.to(dtype).reshape(shape)
 
 
+class GMMVelocity(nn.Module):
+    """The exact flow-matching velocity of data drawn from a known Gaussian mixture.
+
+    diffusers' flow-matching convention (``FlowMatchEulerDiscreteScheduler.scale_noise``): the
+    straight path ``x_s = (1 - s) x_0 + s eps`` from data (s = 0) to noise (s = 1), timestep
+    ``t = s T``, the model predicts ``v = dx_s/ds = eps - x_0`` and the Euler step is
+    ``x + (s_next - s) v``. The minimiser of the flow-matching loss is the conditional expectation
+    ``v(x, s) = E[eps - x_0 | x_s = x] = (x - E[x_0 | x_s = x]) / s``. Dividing the path by
+    ``c = sqrt((1 - s)^2 + s^2)`` makes it a variance-preserving one with
+    ``abar = (1 - s)^2 / c^2``, so the posterior mean is :class:`GMMDenoiser`'s at that level:
+    the mixture algebra is written once.
+    """
+
+    def __init__(self, gmm: GaussianMixture, num_train_timesteps: int = 1000, dtype: torch.dtype = torch.float32):
+        super().__init__()
+        self.denoiser = GMMDenoiser(gmm, dtype=dtype)
+        self.num_train_timesteps = num_train_timesteps
+        self.dim = gmm.dim
+
+    @staticmethod
+    def path_level(s: float) -> tuple[float, float]:
+        """``(c, abar)`` of the straight path at ``s``: x_s / c is x_0 noised to level abar."""
+        c = math.sqrt((1 - s) ** 2 + s * s)
+        return c, ((1 - s) / c) ** 2
+
+    def posterior_mean(self, x: torch.Tensor, s: float) -> torch.Tensor:
+        """E[x_0 | x_s = x] for rows x of shape (B, D) on the straight path at ``s`` in (0, 1]."""
+        c, abar = self.path_level(float(s))
+        return self.denoiser.posterior_mean(x / c, abar)
+
+    def velocity(self, x: torch.Tensor, s: float) -> torch.Tensor:
+        """v(x, s) = E[eps - x_0 | x_s = x] for rows x of shape (B, D), ``s`` in (0, 1]."""
+        s = float(s)
+        if not 0.0 < s <= 1.0:
+            raise ValueError(f"the velocity is defined for s in (0, 1], got {s}")
+        flat = x.to(self.denoiser.compute_dtype)
+        return (flat - self.posterior_mean(flat, s)) * (1.0 / s)
+
+    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
+        shape, dtype = x.shape, x.dtype
+        v = self.velocity(x.reshape(shape[0], -1), float(t) / self.num_train_timesteps)
+        return v.to(dtype).reshape(shape)
+
+
 # --------------------------------------------------------------------------- on-disk cache
 verify_cache = verify_artifact  # the facility lives in harness.artifacts; these names stay for callers
 _sha256 = sha256_file
@@ -247,8 +294,35 @@ def build_digits_unet(config: DigitsUNetConfig):
     )
 
 
-def train_digits_unet(config: DigitsUNetConfig, device: str = "cpu"):
-    """DDPM epsilon-prediction training on all 1797 digits; returns (model, facts)."""
+OBJECTIVES = ("epsilon", "flow")  # what a digits UNet is trained to predict
+
+
+def _training_pair(objective: str, x0: torch.Tensor, abar: torch.Tensor,
+                   g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch's (noised input, timestep, regression target) for ``objective``.
+
+    ``epsilon``: DDPM's x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, integer t, target eps.
+    ``flow``: the straight path x_s = (1 - s) x_0 + s eps with s ~ U[0, 1) (rectified flow), the
+    timestep s T that diffusers' flow-matching scheduler passes, target the velocity eps - x_0.
+    """
+    n, device = len(x0), x0.device
+    if objective == "epsilon":
+        t = torch.randint(0, len(abar), (n,), generator=g).to(device)
+        eps = torch.randn(x0.shape, generator=g).to(device)
+        a = abar[t].view(-1, 1, 1, 1)
+        return a.sqrt() * x0 + (1 - a).sqrt() * eps, t, eps
+    if objective == "flow":
+        s = torch.rand(n, generator=g).to(device)
+        eps = torch.randn(x0.shape, generator=g).to(device)
+        sv = s.view(-1, 1, 1, 1)
+        return (1 - sv) * x0 + sv * eps, s * len(abar), eps - x0
+    raise ValueError(f"unknown training objective {objective!r} (use {' or '.join(OBJECTIVES)})")
+
+
+def train_digits_unet(config: DigitsUNetConfig, device: str = "cpu", objective: str = "epsilon"):
+    """Train on all 1797 digits, DDPM epsilon-prediction or flow matching; returns (model, facts)."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown training objective {objective!r} (use {' or '.join(OBJECTIVES)})")
     torch.manual_seed(config.seed)
     g = torch.Generator().manual_seed(config.seed)
     model = build_digits_unet(config).to(device).train()
@@ -261,11 +335,8 @@ def train_digits_unet(config: DigitsUNetConfig, device: str = "cpu"):
     for _ in range(config.train_steps):
         idx = torch.randint(0, len(data), (config.batch_size,), generator=g).to(device)
         x0 = data[idx]
-        t = torch.randint(0, len(abar), (config.batch_size,), generator=g).to(device)
-        eps = torch.randn(x0.shape, generator=g).to(device)
-        a = abar[t].view(-1, 1, 1, 1)
-        xt = a.sqrt() * x0 + (1 - a).sqrt() * eps
-        loss = F.mse_loss(model(xt, t).sample, eps)
+        xt, t, target = _training_pair(objective, x0, abar, g)
+        loss = F.mse_loss(model(xt, t).sample, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -274,24 +345,31 @@ def train_digits_unet(config: DigitsUNetConfig, device: str = "cpu"):
         losses.append(loss.item())
     tail = losses[-max(1, len(losses) // 10):]
     return model.eval(), {"final_loss": float(np.mean(tail)) if tail else math.nan,
-                          "train_steps": config.train_steps, "trained_on": device}
+                          "train_steps": config.train_steps, "trained_on": device, "objective": objective}
 
 
-def digits_unet(config: DigitsUNetConfig | None = None, device: str = "cpu"):
-    """The digits UNet for ``config``: from the cache, or trained once and cached. (model, info)."""
+def digits_unet(config: DigitsUNetConfig | None = None, device: str = "cpu", objective: str = "epsilon"):
+    """The digits UNet for ``config`` and ``objective``: from the cache, or trained once and cached.
+
+    The epsilon and flow models share the architecture and training config; the cache keeps them
+    apart by kind (``digits-unet``, ``digits-flow-unet``). Returns (model, info).
+    """
     from diffusers import UNet2DModel
 
     config = config or DigitsUNetConfig()
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown training objective {objective!r} (use {' or '.join(OBJECTIVES)})")
 
     def build(folder: Path) -> dict:
-        model, facts = train_digits_unet(config, device)
+        model, facts = train_digits_unet(config, device, objective)
         model.save_pretrained(folder, safe_serialization=True)
         return facts
 
     def load(folder: Path):
         return UNet2DModel.from_pretrained(folder, local_files_only=True)
 
-    model, info = cached_artifact("digits-unet", config, build, load)
+    kind = "digits-unet" if objective == "epsilon" else "digits-flow-unet"
+    model, info = cached_artifact(kind, config, build, load)
     return model.to(device).eval(), info
 
 
