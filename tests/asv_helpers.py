@@ -19,7 +19,7 @@ from harness.paths import PROJECT_ROOT
 
 MACHINE = "asv-test-box"
 # One attention case (every quick-profile metric) and the probe suite's one case.
-ASV_PARAM = "variant=softmax,sleep;causal=false;pass=forward"
+ASV_PARAM = "variant=softmax,sleep;causal=false;pass=forward;inputs=gaussian"
 
 PROBE_SUITE = '''"""Probe suite for the asv tests: sleeps, reports a higher-is-better score, logs each build."""
 
