@@ -200,10 +200,16 @@ class Doctor:
     def _cpu_spin(self) -> tuple[bool, str]:
         timer = self.dev.timer()
         result = measure_time(self.work.spin(SPIN_MS), self.timing, timer)
-        err = (result.stats.median - SPIN_MS) / SPIN_MS
+        # The spin ends at a deadline of its own clock, so other load can only lengthen a
+        # sample (a preemption between the deadline and the timer's stop), never shorten it:
+        # the shortest sample is the timer's reading of the known work; the median also
+        # carries the machine's noise and is reported beside it.
+        err = (result.stats.min - SPIN_MS) / SPIN_MS
+        med_err = (result.stats.median - SPIN_MS) / SPIN_MS
         reads = [timer.clock() for _ in range(1001)]
         read_us = (reads[-1] - reads[0]) / 1000 / 1e3
-        detail = (f"a {SPIN_MS:g} ms spin reads {result.stats.median:.5f} ms (error {err:+.3%}, "
+        detail = (f"a {SPIN_MS:g} ms spin reads {result.stats.min:.5f} ms at least (error {err:+.3%}; "
+                  f"median {result.stats.median:.5f} ms, {med_err:+.3%} with this machine's load, "
                   f"IQR {result.stats.iqr * 1e3:.1f} us, n={result.stats.n}; one clock read costs "
                   f"{read_us:.2f} us); tolerance {TIMER_TOLERANCE:.1%}")
         return abs(err) <= TIMER_TOLERANCE, detail

@@ -64,9 +64,9 @@ class Activations(Suite):
     }
     profiles = {
         "quick": Profile(
-            grid={"size": [2**16], "dtype": ["float32", "bfloat16"]},
-            timing=Timing(warmup_s=0.01, budget_s=0.05, min_runs=5, rel_spread=0.05),
-            description="2 CPU cores in seconds: 64k elements, fp32 and bf16, both passes",
+            grid={"size": [2**16], "dtype": ["bfloat16"]},
+            timing=Timing(warmup_s=0.01, budget_s=0.03, min_runs=5, rel_spread=0.05),
+            description="2 CPU cores in seconds: 64k elements in bf16 (the same code as fp32), both passes",
         ),
         "default": Profile(),
         "nightly": Profile(

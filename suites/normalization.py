@@ -95,9 +95,9 @@ class Normalization(Suite):
     }
     profiles = {
         "quick": Profile(
-            grid={"rows": [256], "hidden": [256], "dtype": ["float32", "bfloat16"]},
-            timing=Timing(warmup_s=0.01, budget_s=0.05, min_runs=5, rel_spread=0.05),
-            description="2 CPU cores in seconds: 256 x 256, fp32 and bf16, both passes",
+            grid={"rows": [256], "hidden": [256], "dtype": ["bfloat16"]},
+            timing=Timing(warmup_s=0.01, budget_s=0.03, min_runs=5, rel_spread=0.05),
+            description="2 CPU cores in seconds: 256 x 256 in bf16 (the same code as fp32), both passes",
         ),
         "default": Profile(),
         "nightly": Profile(
