@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--variant", action="append", metavar="NAME[,NAME]", help="only these variants (repeatable)")
     run.add_argument("--param", action="append", metavar="NAME=V1,V2", help="override a param's values (repeatable)")
     run.add_argument("--isolate", action="store_true", help="run each case in a worker process")
+    run.add_argument("--executor", default="local", choices=("local", "ray"),
+                     help="local: this machine (default); ray: one Ray task per grid point over a cluster "
+                          "or an embedded local Ray (needs the extra dl-harness[ray])")
+    run.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: join this Ray cluster ('auto', host:port)")
+    run.add_argument("--shard", metavar="I/N", help="run only the I-th of N shards of the plan (by grid point); "
+                                                      "'harness merge' joins the shards")
     run.add_argument("--timeout", type=float, help="per-case time limit in seconds")
     run.add_argument("--out", help="run folder to write (default: results/<run-id>)")
     run.add_argument("--resume", metavar="RUN_DIR",
@@ -69,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     doc = sub.add_parser("doctor", help="check timing, memory, NVML and measure peaks on this machine")
     doc.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    mg = sub.add_parser("merge", help="merge the run folders of one sweep (e.g. its shards) into one run folder")
+    mg.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    mg.add_argument("--out", required=True, help="run folder to write")
     return p
 
 
@@ -83,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return EXIT_USAGE
         handler = {"list": cmd_list, "run": cmd_run, "export": cmd_export, "baseline": cmd_baseline,
-                   "compare": cmd_compare, "report": cmd_report, "doctor": cmd_doctor}[args.command]
+                   "compare": cmd_compare, "report": cmd_report, "doctor": cmd_doctor,
+                   "merge": cmd_merge}[args.command]
         return handler(args)
     except (UsageError, RegistryError, PlanError, ResultsError) as exc:
         if debug:
@@ -229,7 +239,11 @@ def cmd_run(args) -> int:
     if args.resume:
         if args.targets or args.out or args.param or args.variant or args.pattern:
             raise UsageError("--resume continues the run's own plan; give no suites, --out, --param, --variant or -k")
-        session = RunSession.resume(args.resume, progress=not args.no_progress)
+        if args.shard:
+            raise UsageError("--resume continues the run's own shard; give no --shard")
+        session = RunSession.resume(args.resume, progress=not args.no_progress, ray_address=args.ray_address)
+        if session.options.executor == "ray":
+            _require_ray()
         return _finish_run(args, session, session.run_remaining(), against)
     _, selected, failures = resolve_targets(args.targets)
     _warn_failures(failures)
@@ -237,21 +251,55 @@ def cmd_run(args) -> int:
         raise UsageError(f"--threads must be at least 1, not {args.threads}")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
+    if args.ray_address and args.executor != "ray":
+        raise UsageError("--ray-address needs --executor ray")
+    if args.executor == "ray":
+        _require_ray()
     try:
-        device = resolve_device(args.device)
+        # with Ray the GPUs are the cluster's: the driver need not have one
+        device = "cuda" if args.executor == "ray" and args.device == "cuda" else resolve_device(args.device)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.executor == "ray" and device.startswith("cuda:"):
+        raise UsageError(f"--executor ray gives each task a GPU of its own; use --device cuda, not {device}")
     overrides = parse_param_overrides(args.param)
     only = _variant_names(args.variant)
     cases = plan_cases(selected, args.profile, device, args.pattern, overrides, only)
+    if args.shard:
+        from .plan import parse_shard, shard_cases
+
+        index, count = parse_shard(args.shard)
+        cases = shard_cases(cases, index, count)
+        if not cases:
+            raise UsageError(f"shard {args.shard} holds no case: the plan has fewer than {count} grid points")
     options = RunOptions(
         device=device, profile=args.profile, isolate=bool(args.isolate), timeout_s=args.timeout,
         threads=args.threads, progress=not args.no_progress, pattern=args.pattern, param_overrides=overrides,
-        variants=only, argv=args.argv,
+        variants=only, argv=args.argv, executor=args.executor, ray_address=args.ray_address, shard=args.shard,
     )
     session = RunSession(Path(args.out) if args.out else None, cases, {c.suite_name(): c for c in selected},
                          options, load_failures=failures)
     return _finish_run(args, session, session.run(), against)
+
+
+def _require_ray() -> None:
+    from .executors_ray import RayNotInstalled, require_ray
+
+    try:
+        require_ray()
+    except RayNotInstalled as exc:
+        raise UsageError(str(exc)) from None
+
+
+def cmd_merge(args) -> int:
+    from .merge import merge_runs
+
+    merged = merge_runs(args.runs, args.out)
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(merged.status_counts().items()))
+    nodes = len(merged.environment.get("nodes") or {})
+    print(f"harness: merged {len(args.runs)} runs into {args.out}: {len(merged.records)} cases ({counts}) "
+          f"from {nodes} machine(s)", file=sys.stderr)
+    return EXIT_OK
 
 
 def _finish_run(args, session, results, against) -> int:

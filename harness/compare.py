@@ -175,12 +175,26 @@ def judge(
 def check_devices(a: ResultSet, b: ResultSet, force: bool) -> list[str]:
     """Refuse (CompareError) to compare different devices unless forced; notes otherwise."""
     same = a.device.split(":")[0] == b.device.split(":")[0] and a.device_name == b.device_name
-    if same:
-        return []
+    spread = spread_notes(a, "A") + spread_notes(b, "B")
+    if same and not any(rs.environment.get("devices_differ") for rs in (a, b)):
+        return spread
     text = f"A was measured on {a.describe_device()}, B on {b.describe_device()}"
     if not force:
         raise CompareError(f"refusing to compare results from different devices: {text}; pass --force to compare anyway")
-    return [f"forced comparison across devices: {text}"]
+    return [f"forced comparison across devices: {text}", *spread]
+
+
+def spread_notes(rs: ResultSet, side: str) -> list[str]:
+    """What to say about a run whose cases ran on several nodes or GPUs (``environment["nodes"]``)."""
+    nodes = rs.environment.get("nodes") or {}
+    if not nodes:
+        return []
+    n_gpus = sum(len(n.get("gpus") or {}) for n in nodes.values())
+    where = f"{len(nodes)} node(s), {n_gpus} worker device(s)"
+    if rs.environment.get("devices_differ"):
+        return [f"{side}: cases ran on different devices ({rs.device_name[len('mixed: '):]}) over {where}; "
+                "its cases do not share one device"]
+    return [f"{side}: cases ran on {where}, all {rs.device_name}: treated as one device"]
 
 
 def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -> Comparison:

@@ -147,3 +147,34 @@ def fingerprint(device: str = "cpu") -> dict[str, Any]:
     else:
         env["device_name"] = env["cpu"]
     return env
+
+
+def merge_node(env: dict[str, Any], node_id: str, node_env: dict[str, Any], where: dict[str, Any]) -> dict[str, Any]:
+    """A run's environment with one more node (of a sweep spread over machines) folded in.
+
+    ``env["nodes"]`` maps node id -> that node's fingerprint plus the GPUs cases ran on there
+    (``gpus``: UUID or ``CUDA_VISIBLE_DEVICES`` -> name). The run's ``device_name`` (and
+    ``gpu_name`` for CUDA runs) names the one device every case ran on, or, when they differ,
+    ``mixed: A, B`` with ``devices_differ`` set, so compare and report say so.
+    """
+    env = dict(env)
+    nodes = dict(env.get("nodes") or {})
+    node = dict(nodes.get(node_id) or {k: v for k, v in node_env.items() if k != "nodes"})
+    node.update(host=where.get("host", node.get("host")), node_ip=where.get("node_ip"))
+    gpus = dict(node.get("gpus") or {})
+    slot = where.get("gpu_uuid") or where.get("cuda_visible_devices")
+    if slot is not None:
+        gpus[str(slot)] = where.get("gpu_name") or node_env.get("device_name")
+    node["gpus"] = gpus
+    nodes[node_id] = node
+    env["nodes"] = nodes
+    cuda = str(env.get("device", "")).startswith("cuda")
+    names = sorted({str(n) for nd in nodes.values() for n in (
+        [g for g in nd["gpus"].values() if g] if cuda else [nd.get("device_name")]) if n})
+    if names:
+        name = names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
+        env["device_name"] = name
+        if cuda:
+            env["gpu_name"] = name
+        env["devices_differ"] = len(names) > 1
+    return env

@@ -207,3 +207,28 @@ def plan_cases(
 
 def params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"I/N"`` (1 <= I <= N) -> (I, N); PlanError with one line otherwise."""
+    index, sep, count = str(text).partition("/")
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        i = n = 0
+    if not sep or n < 1 or not 1 <= i <= n:
+        raise PlanError(f"--shard {text!r}: expected I/N with 1 <= I <= N, e.g. 1/4")
+    return i, n
+
+
+def shard_cases(cases: list[Case], index: int, count: int) -> list[Case]:
+    """The ``index``-th of ``count`` shards (1-based): grid points dealt round-robin in plan order.
+
+    Every variant of a grid point lands in the same shard (they share ``prepare`` and are
+    compared with each other); the same plan always gives the same shards, and the ``count``
+    shards together hold every case exactly once.
+    """
+    points: dict[tuple, int] = {}
+    for case in cases:
+        points.setdefault(case.setup_key, len(points))
+    return [c for c in cases if points[c.setup_key] % count == index - 1]

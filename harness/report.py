@@ -231,6 +231,9 @@ def build_report(rs: ResultSet, comparison=None, title: str | None = None) -> st
         counts[r.status] = counts.get(r.status, 0) + 1
     body.append(f"<p>Device {html.escape(rs.describe_device())}; profile {html.escape(str(rs.meta.get('profile')))}; "
                 f"{len(rs.records)} cases (" + html.escape(", ".join(f"{n} {s}" for s, n in sorted(counts.items()))) + ")</p>")
+    from .compare import spread_notes
+
+    body += [f"<p class='note'>{html.escape(n)}</p>" for n in spread_notes(rs, "this run")]
     if comparison is not None:
         body.append("<h2 id='comparison'>Comparison</h2>")
         body.append(comparison_html(comparison))

@@ -93,6 +93,9 @@ class RunOptions:
     param_overrides: dict[str, list[str]] = field(default_factory=dict)
     variants: list[str] = field(default_factory=list)
     argv: list[str] | None = None
+    executor: str = "local"  # "local" (this process or --isolate workers) or "ray"
+    ray_address: str | None = None  # with executor "ray": the cluster to join (None: an embedded local Ray)
+    shard: str | None = None  # "I/N": this run holds the I-th of N shards of the plan (by grid point)
 
 
 class Progress:
@@ -123,7 +126,8 @@ class Progress:
         lat = record.metrics["latency"].value if "latency" in record.metrics else None
         extra = f" {lat:.4g} ms" if isinstance(lat, (int, float)) else ""
         why = f" ({record.reason[:80]})" if record.status != "ok" else ""
-        line = f"[{self.done}/{self.total} {self._elapsed()}] {record.status:<7} {case.label()}{extra}{why}"
+        where = _where(record.info.get("placement"))
+        line = f"[{self.done}/{self.total} {self._elapsed()}] {record.status:<7} {case.label()}{extra}{why}{where}"
         self.stream.write(("\r\x1b[2K" if self.tty else "") + line + "\n")
         self.stream.flush()
 
@@ -207,6 +211,9 @@ class RunSession:
             "param_overrides": opts.param_overrides,
             "variants": opts.variants,
             "isolate": bool(opts.isolate),
+            "executor": opts.executor,
+            "ray_address": opts.ray_address,
+            "shard": opts.shard,
             "timeout_s": opts.timeout_s,
             "threads": torch.get_num_threads(),
             "suites": {name: cls.declaration() for name, cls in self.suites.items()},
@@ -221,7 +228,10 @@ class RunSession:
         }
         try:
             write_json(self.folder / RUN_FILE, self.meta)
-            write_json(self.folder / ENVIRONMENT_FILE, fingerprint(opts.device))
+            # with Ray the driver may have no GPU: it describes itself; each node adds its own
+            # fingerprint as its first task reports in (see _add_node)
+            driver_device = "cpu" if opts.executor == "ray" else opts.device
+            write_json(self.folder / ENVIRONMENT_FILE, {**fingerprint(driver_device), "device": opts.device})
         except OSError as exc:
             raise SessionError(f"cannot write to run folder {self.folder}: {exc.strerror or exc}") from None
 
@@ -235,6 +245,10 @@ class RunSession:
     def _make_executor(self):
         from .runner import make_executor
 
+        if self.options.executor == "ray":
+            from .executors_ray import RayExecutor
+
+            return RayExecutor(self.suites, self.run_id, self.options.threads, address=self.options.ray_address)
         return make_executor(self.suites, self.run_id, isolate=self.options.isolate, threads=self.options.threads)
 
     def run(self) -> ResultSet:
@@ -256,6 +270,8 @@ class RunSession:
                                     run_id=self.run_id)
                     writer.write(record)
                     self.records.append(record)
+                if hasattr(executor, "watch_nodes"):
+                    executor.watch_nodes(self._add_node)
                 if hasattr(executor, "run_all"):
                     # an executor that runs many cases at once (e.g. over a cluster) reports each
                     # record as it finishes, in any order; cases in flight when the run dies have
@@ -293,9 +309,17 @@ class RunSession:
                 self._close(state)
         return self.results()
 
+    def _add_node(self, node_id: str, node_env: dict[str, Any], where: dict[str, Any]) -> None:
+        """Keep a node's fingerprint (and each GPU seen on it) in environment.json, at once."""
+        from .environment import merge_node
+
+        path = self.folder / ENVIRONMENT_FILE
+        write_json(path, merge_node(read_json(path), node_id, node_env, where))
+
     # ------------------------------------------------------------------ resuming
     @classmethod
-    def resume(cls, folder: str | Path, *, progress: bool = False, executor=None) -> "RunSession":
+    def resume(cls, folder: str | Path, *, progress: bool = False, executor=None,
+               ray_address: str | None = None) -> "RunSession":
         """A session that continues an interrupted, killed or crashed run in ``folder``.
 
         The plan is made again from the request in ``run.json`` and must equal the planned
@@ -324,9 +348,15 @@ class RunSession:
             timeout_s=meta.get("timeout_s"), threads=meta.get("threads"), progress=progress,
             pattern=meta.get("pattern"), param_overrides=meta.get("param_overrides") or {},
             variants=meta.get("variants") or [], argv=meta.get("argv"),
+            executor=meta.get("executor") or "local", ray_address=ray_address or meta.get("ray_address"),
+            shard=meta.get("shard"),
         )
         cases = plan_cases(list(suites.values()), options.profile or "quick", options.device, options.pattern,
                            options.param_overrides, options.variants)
+        if options.shard:
+            from .plan import parse_shard, shard_cases
+
+            cases = shard_cases(cases, *parse_shard(options.shard))
         planned = [{"suite": c.suite, "variant": c.variant, "params": c.params_dict} for c in cases]
         if json.loads(json.dumps(planned, default=str)) != meta.get("cases"):
             raise SessionError(f"cannot resume {folder}: the suites' plan has changed since the run started")
@@ -386,6 +416,15 @@ def _named_call(name: str, fn, *args):
 def _case_key(case: Case) -> tuple[str, str, str]:
     """A planned case's identity, as :attr:`harness.results.Record.key` gives a record's."""
     return (case.suite, case.variant, json.dumps(case.params_dict, sort_keys=True, default=str))
+
+
+def _where(placement: dict[str, Any] | None) -> str:
+    """' on HOST GPU' for a record that says where it ran (cases spread over workers)."""
+    if not placement:
+        return ""
+    gpu = placement.get("gpu_name") or (f"CUDA_VISIBLE_DEVICES={placement['cuda_visible_devices']}"
+                                        if placement.get("cuda_visible_devices") is not None else "")
+    return f" on {placement.get('host') or placement.get('node_id', '?')[:8]}" + (f" {gpu}" if gpu else "")
 
 
 def _location(cls: type[Suite]) -> tuple[str, str]:

@@ -93,3 +93,13 @@ class Toy(Suite):
 @pytest.fixture
 def toy_suite_file(write_suite):
     return write_suite("toy_suite", TOY_SUITE)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """Tests marked ``netns`` (they start Ray) run in a loopback-only network namespace."""
+    if pyfuncitem.get_closest_marker("netns") is None:
+        return None
+    from netns import outcome_in_netns
+
+    return outcome_in_netns(pyfuncitem)
