@@ -16,7 +16,7 @@ from suites.common.models import build_model, gpt_training_flops, loss_fn, make_
 from suites.common.training import training_step_flops
 
 PARAMS = {"batch": 1, "heads": 2, "seq_len": 64, "head_dim": 16, "causal": True, "dtype": "float32",
-          "pass": "forward+backward", "qk_std": 0.5}
+          "pass": "forward+backward", "qk_std": 0.5, "inputs": "gaussian", "logit_scale": 8.0}
 
 
 @pytest.mark.parametrize("variant", ["softmax", "sdpa", "linear"])
