@@ -596,7 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys
 
-    from harness.results import ResultsError, load_run
+    from harness import load_results
+    from harness.results import ResultsError
 
     parser = argparse.ArgumentParser(prog="python -m suites.diffusion", description=steps_comparison.__doc__)
     parser.add_argument("run_dir")
@@ -609,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        run = load_run(args.run_dir)
+        run = load_results(args.run_dir, strict=False)
     except ResultsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
