@@ -504,14 +504,14 @@ def run_cases(
     """
     import tempfile
 
+    import contextlib
+
     cases = list(cases)
     device = cases[0].device if cases else "cpu"
     options = RunOptions(device=device, isolate=isolate, timeout_s=timeout_s, threads=threads, progress=progress)
-    if out_dir is not None:
+    with contextlib.ExitStack() as stack:
+        if out_dir is None:
+            out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-run-"))) / "run"
         session = RunSession(out_dir, cases, suites, options, run_id=run_id or None, executor=executor)
-        session.run()
-        return session.records
-    with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
-        session = RunSession(Path(tmp) / "run", cases, suites, options, run_id=run_id or None, executor=executor)
         session.run()
         return session.records

@@ -22,8 +22,6 @@ def world(tmp_path_factory):
     standard_run(root / "run_b", seed=1)
     other = write_run(root / "run_other", [ok_record("base", 64, [1.0, 1.1, 0.9])])
     meta = json.loads((other / "run.json").read_text())
-    for r in [json.loads(x) for x in (other / "records.jsonl").read_text().splitlines()]:
-        r["suite"] = "elsewhere"
     recs = [json.loads(x) for x in (other / "records.jsonl").read_text().splitlines()]
     for r in recs:
         r["suite"] = "elsewhere"
