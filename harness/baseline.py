@@ -51,15 +51,47 @@ def _summarize_metric(metric: MetricValue) -> dict[str, Any]:
     return out
 
 
-def baseline_from_run(run_dir: str | Path, name: str, allow_unfinished: bool = False) -> dict[str, Any]:
-    """The baseline document of a run folder (ResultsError for a missing, corrupt or unfinished one)."""
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise ResultsError(f"no such run folder: {run_dir}")
-    run = load_results(path, strict=True)
-    if not run.finished and not allow_unfinished:
-        raise ResultsError(f"{run_dir} is an unfinished run ({run.warnings[-1] if run.warnings else 'not finished'}); "
-                           "pass --force to save it anyway")
+def _runs(run_dirs, allow_unfinished: bool) -> ResultSet:
+    """One result set from one or several run folders of the same plan on the same device: the
+    rounds of all of them become the rounds of the baseline (its per-case noise between runs)."""
+    dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
+    runs = []
+    for run_dir in dirs:
+        path = Path(run_dir)
+        if not path.is_dir():
+            raise ResultsError(f"no such run folder: {run_dir}")
+        run = load_results(path, strict=True)
+        if not run.finished and not allow_unfinished:
+            raise ResultsError(f"{run_dir} is an unfinished run ({run.warnings[-1] if run.warnings else 'not finished'}); "
+                               "pass --force to save it anyway")
+        runs.append(run)
+    first = runs[0]
+    if len(runs) == 1:
+        return first
+    for other in runs[1:]:
+        if other.describe_device() != first.describe_device():
+            raise ResultsError(f"cannot join runs of different devices into one baseline: {first.label} on "
+                               f"{first.describe_device()}, {other.label} on {other.describe_device()}")
+        if {r.key for r in other.records} != {r.key for r in first.records}:
+            raise ResultsError(f"cannot join {first.label} and {other.label} into one baseline: they hold different cases")
+    rounds = []
+    offset = 0
+    for run in runs:
+        for r in run.round_records or run.records:
+            copy = type(r).from_dict(r.to_dict())
+            copy.info["round"] = offset + int(r.info.get("round", 0))
+            rounds.append(copy)
+        offset += run.rounds
+    meta = {**first.meta, "rounds": offset, "joined_runs": [r.run_id for r in runs]}
+    return ResultSet(first.label, "run", rounds, first.environment, meta, [w for r in runs for w in r.warnings],
+                     first.folder)
+
+
+def baseline_from_run(run_dir, name: str, allow_unfinished: bool = False) -> dict[str, Any]:
+    """The baseline document of one run folder, or of several joined (their rounds together);
+    ResultsError for a missing, corrupt or unfinished one."""
+    run = _runs(run_dir, allow_unfinished)
+    path = run.folder
     cases = [
         {
             "suite": r.suite,
@@ -69,7 +101,8 @@ def baseline_from_run(run_dir: str | Path, name: str, allow_unfinished: bool = F
             "status": r.status,
             "reason": r.reason,
             "metrics": {k: _summarize_metric(m) for k, m in r.metrics.items()},
-            "info": {k: v for k, v in r.info.items() if k in ("valid", "valid_reason", "threads", "stopped_by")},
+            "info": {k: v for k, v in r.info.items() if k in ("valid", "valid_reason", "threads", "stopped_by",
+                                                              "stopped_by_rounds", "rounds", "round_statuses")},
         }
         for r in run.records
     ]
@@ -84,6 +117,8 @@ def baseline_from_run(run_dir: str | Path, name: str, allow_unfinished: bool = F
             "profile": run.meta.get("profile"),
             "argv": run.meta.get("argv"),
             "threads": run.meta.get("threads"),
+            "rounds": run.rounds,
+            "joined_runs": run.meta.get("joined_runs"),
             "finished": run.finished,
             "warnings": run.warnings,
         },
@@ -100,8 +135,8 @@ def check_name(name: str) -> str:
     return name
 
 
-def save_baseline(run_dir: str | Path, name: str, folder: Path | None = None, force: bool = False) -> Path:
-    """Write ``<folder>/NAME.json`` from a run folder; refuses to overwrite (or to save an
+def save_baseline(run_dir, name: str, folder: Path | None = None, force: bool = False) -> Path:
+    """Write ``<folder>/NAME.json`` from a run folder (or several: a list); refuses to overwrite (or to save an
     unfinished run) unless ``force``."""
     check_name(name)
     folder = Path(folder) if folder else baselines_dir()

@@ -58,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run folder to write (default: results/<run-id>)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted, killed or crashed run in RUN_DIR with its own plan")
-    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; recorded)")
+    run.add_argument("--threads", type=int,
+                     help="torch CPU threads (default on the CPU: half the usable cores, at most 8, for numbers "
+                          "that hold on a shared machine; recorded)")
+    run.add_argument("--rounds", type=int, default=1, metavar="R",
+                     help="passes over all cases, one after the other (default 1): compare reads the spread "
+                          "between rounds as the run-to-run noise; a nightly gate wants 3 or more")
     run.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
     run.add_argument("--quiet", action="store_true", help="do not print the result tables")
     run.add_argument("--format", default="markdown", choices=export_mod.FORMATS, help="format of the printed tables")
@@ -249,6 +254,8 @@ def cmd_run(args) -> int:
     _warn_failures(failures)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, not {args.threads}")
+    if args.rounds < 1:
+        raise UsageError(f"--rounds must be at least 1, not {args.rounds}")
     if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
         raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
     if args.ray_address and args.executor != "ray":
@@ -276,6 +283,7 @@ def cmd_run(args) -> int:
         device=device, profile=args.profile, isolate=bool(args.isolate), timeout_s=args.timeout,
         threads=args.threads, progress=not args.no_progress, pattern=args.pattern, param_overrides=overrides,
         variants=only, argv=args.argv, executor=args.executor, ray_address=args.ray_address, shard=args.shard,
+        rounds=args.rounds,
     )
     session = RunSession(Path(args.out) if args.out else None, cases, {c.suite_name(): c for c in selected},
                          options, load_failures=failures)
@@ -346,7 +354,9 @@ def _add_compare_options(parser, with_format: bool = True) -> None:
     parser.add_argument("--threshold", action="append", metavar="KIND=FRACTION",
                         help="relative change that counts, per metric kind (time, rate, memory, quality); "
                              "defaults time=0.05 rate=0.05 memory=0.05 quality=0.02 (repeatable)")
-    parser.add_argument("--alpha", type=float, default=0.01, help="significance level of the Mann-Whitney U test (default 0.01)")
+    parser.add_argument("--single-round-change", type=float, default=0.25, metavar="FRACTION",
+                        help="with one round on both sides (noise between runs unknown), the time change that "
+                             "counts (default 0.25)")
     parser.add_argument("--quality-atol", type=float, default=1e-6, help="absolute change of a quality metric that counts as the same (default 1e-6)")
     parser.add_argument("--force", action="store_true", help="compare results from different devices anyway")
     parser.add_argument("--fail-on-missing", action="store_true", help="also exit 1 when cases or metrics are missing")
@@ -361,8 +371,9 @@ def _add_history_commands(sub, run) -> None:
     _add_compare_options(run, with_format=False)
     base = sub.add_parser("baseline", help="save or list baselines (baselines/NAME.json)")
     bsub = base.add_subparsers(dest="baseline_command", parser_class=_Parser)
-    save = bsub.add_parser("save", help="save a run folder as baselines/NAME.json")
-    save.add_argument("run_dir", metavar="RUN_DIR")
+    save = bsub.add_parser("save", help="save a run folder (or several of one plan, joined) as baselines/NAME.json")
+    save.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                      help="run folder(s); the rounds of several runs become the baseline's rounds")
     save.add_argument("--name", required=True, help="baseline name (letters, digits, '.', '_', '-')")
     save.add_argument("--dir", help="baselines folder (default: $HARNESS_BASELINES_DIR or the project's baselines/)")
     save.add_argument("--force", action="store_true", help="replace an existing baseline of that name")
@@ -391,7 +402,7 @@ def _compare_options(args):
         except ValueError:
             raise UsageError(f"--threshold {item!r}: expected KIND=FRACTION, e.g. time=0.05") from None
     try:
-        return CompareOptions(thresholds=thresholds, alpha=args.alpha, quality_atol=args.quality_atol,
+        return CompareOptions(thresholds=thresholds, single_round_change=args.single_round_change, quality_atol=args.quality_atol,
                               force=args.force, fail_on_missing=args.fail_on_missing)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
@@ -416,7 +427,7 @@ def cmd_baseline(args) -> int:
     from .baseline import baselines_dir, list_baselines, save_baseline
 
     if args.baseline_command == "save":
-        path = save_baseline(args.run_dir, args.name, Path(args.dir) if args.dir else None, force=args.force)
+        path = save_baseline(args.run_dir if len(args.run_dir) > 1 else args.run_dir[0], args.name, Path(args.dir) if args.dir else None, force=args.force)
         print(f"harness: baseline {args.name!r} written to {path}", file=sys.stderr)
         return EXIT_OK
     if args.baseline_command == "list":

@@ -1,27 +1,42 @@
-"""Comparing two result sets (run folders or baselines): ratios, significance, verdicts, exit codes.
+"""Comparing two result sets (run folders or baselines): verdicts that hold between runs.
 
-One row per (suite, variant, params, metric) with the value in A (the reference, usually a
-baseline), the value in B (the new run), the ratio B/A, a p-value and a verdict:
+One row per case and measurement, with the value in A (the reference, usually a baseline),
+the value in B (the new run), the ratio B/A with its interval, and a verdict:
 
-- ``faster`` / ``slower`` for time and rate metrics (latency, throughput, TFLOP/s),
-  ``better`` / ``worse`` for memory and quality metrics: the change is larger than the
-  metric kind's threshold and, where both sides kept samples, significant (two-sided
-  Mann-Whitney U on the raw timing samples, as asv does, below ``alpha``). Rate metrics are
-  derived from the latency, so they take the latency's test.
-- ``noisy``: the change is past the threshold but not significant.
+- ``faster`` / ``slower`` for time (latency), ``better`` / ``worse`` for memory, quality and
+  counts. The rates the engine derives from the latency (TFLOP/s, throughput, % of peak) are
+  the same measurement: they get no verdict of their own, so a case has one speed verdict.
+- ``noisy``: the change is past the threshold but the evidence cannot tell it from noise.
 - ``same``: within the threshold (quality metrics also within an absolute tolerance).
+- ``out-of-band``: B's quality left the band its suite declares (``Suite.bands``) while A's
+  was inside it; ``no-win``: B is faster but outside its quality band, so the speed-up counts
+  for nothing.
 - ``new`` / ``missing``: only in B / only in A (or skipped on one side).
 - ``failed``: measured in A, failed, ran out of memory, timed out or crashed in B.
 
-The direction of each metric is honoured: a drop in throughput is ``slower``, a rise in
-mAP is ``better``. ``slower``, ``worse`` and ``failed`` are regressions: the command exits 1.
+``slower``, ``worse``, ``out-of-band`` and ``failed`` are regressions: the command exits 1.
 
-Defaults (flags change them): 5% for time, rate and memory, 2% for quality (plus 1e-6
-absolute), alpha 0.01. Measured on synthetic timing samples (30 a side, log-normal noise
-plus 10% outliers slowed by up to 50%; tests/test_compare.py), over 2000 trials each: with
-5% noise, A/A comparisons were flagged in 0% of trials and a 10% slowdown in 99%; with 2%
-noise, 0% and 100%; with 10% noise, about 0.5% and 66% (the rest are ``noisy``): take more
-samples (a longer timing budget) where noise is that large.
+How a time verdict is reached. Samples inside one run are not independent evidence between
+runs: the machine drifts (load, clocks, caches) from one run to the next, and a test on the
+samples of two runs measures the noise within a run and ignores the noise between them. So the
+evidence is the rounds (``harness run --rounds R``: R passes over all cases, interleaved, so
+drift hits every case alike), one value per round; a baseline keeps them. A change counts when
+
+1. it is larger than the kind's threshold (5% for time by default), and
+2. it is larger than the noise between rounds (the wider side's range of round values, or the
+   median's within-run 95% CI where that is wider), and
+3. the two sides' rounds do not overlap (every round of B slower than every round of A).
+
+With one round on both sides the noise between runs is unknown: the change must then exceed
+``single_round_change`` (25% by default) with the within-run CIs apart, else it is ``noisy``.
+A record whose timing is not trustworthy (``valid`` false on the GPU, stopped by the time
+budget before the median was stable, fewer samples than a 95% CI needs) is at most ``noisy``.
+
+Memory, quality and count metrics are deterministic for a seeded suite: past the threshold,
+their verdict stands unless their rounds overlap. Measured on synthetic rounds (log-normal
+noise per round, 20000 trials, tests/test_compare.py): with 3 rounds a side and 1% noise per
+round, an A/A pair is flagged in 0% of cases and a 10% slowdown in 100%; with 2% noise, 0.4%
+and 97%; with 5% noise, 4% and 39% (the rest ``noisy``): a noisier machine needs more rounds.
 """
 
 from __future__ import annotations
@@ -34,14 +49,22 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .export import fmt_number
+from .measure.stats import MIN_CI_SAMPLES
 from .results import FAILED_STATUSES, ResultSet, ResultsError, json_safe
 from .suite import METRIC_KINDS
 
-REGRESSIONS = ("slower", "worse", "failed")
+REGRESSIONS = ("slower", "worse", "out-of-band", "failed")
 IMPROVEMENTS = ("faster", "better")
-VERDICT_ORDER = ("failed", "slower", "worse", "noisy", "faster", "better", "new", "missing", "same")
+VERDICT_ORDER = ("failed", "slower", "worse", "out-of-band", "no-win", "noisy", "faster", "better", "new",
+                 "missing", "same")
 KINDS = METRIC_KINDS
 FORMATS = ("markdown", "json", "csv")
+# Rates the engine derives from the latency: one measurement, so no verdict of their own.
+DERIVED_FROM_LATENCY = ("tflops", "throughput", "pct_of_peak")
+# Where the two sides' environments differ in these, timings may differ for that reason alone.
+ENVIRONMENT_KEYS = (("torch", "torch"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("driver", "driver"),
+                    ("gpu_name", "GPU"), ("device_name", "device"), ("cpu", "CPU"), ("torch_threads", "threads"),
+                    ("precision", "precision state"), ("python", "Python"), ("torchvision_version", "torchvision"))
 
 
 class CompareError(ResultsError):
@@ -50,12 +73,12 @@ class CompareError(ResultsError):
 
 @dataclass
 class CompareOptions:
-    """Thresholds (relative change per metric kind), significance level and tolerances."""
+    """Thresholds (relative change per metric kind) and the rules for single-round evidence."""
 
     thresholds: dict[str, float] = field(
         default_factory=lambda: {"time": 0.05, "rate": 0.05, "memory": 0.05, "quality": 0.02, "count": 0.0}
     )
-    alpha: float = 0.01
+    single_round_change: float = 0.25
     quality_atol: float = 1e-6
     force: bool = False
     fail_on_missing: bool = False
@@ -66,13 +89,13 @@ class CompareOptions:
                 raise ValueError(f"unknown metric kind {kind!r} (use {', '.join(KINDS)})")
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"threshold for {kind} must be a non-negative number, not {value!r}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must be between 0 and 1, not {self.alpha!r}")
+        if not (self.single_round_change >= 0 and math.isfinite(self.single_round_change)):
+            raise ValueError(f"single-round change must be a non-negative number, not {self.single_round_change!r}")
 
 
 @dataclass
 class Row:
-    """One (suite, variant, params, metric) comparison."""
+    """One (case, measurement) comparison."""
 
     suite: str
     variant: str
@@ -84,15 +107,28 @@ class Row:
     a: float | None
     b: float | None
     ratio: float | None
-    p_value: float | None
     verdict: str
     note: str = ""
     a_n: int | None = None
     b_n: int | None = None
+    ratio_low: float | None = None  # the ratio's interval: from the rounds, else the medians' CIs
+    ratio_high: float | None = None
+    a_rounds: int = 1
+    b_rounds: int = 1
+    noise: float | None = None  # relative noise the change had to exceed (None: not estimated)
+    a_in_band: bool = True
+    b_in_band: bool = True
+    violations: list[str] = field(default_factory=list)  # B's quality-band violations
 
     @property
     def regression(self) -> bool:
         return self.verdict in REGRESSIONS
+
+    @property
+    def case_label(self) -> str:
+        """The variant with every param of the case, e.g. ``ddim[steps=10, eta=0.0]``."""
+        inner = ", ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.variant}[{inner}]" if inner else self.variant
 
 
 @dataclass
@@ -104,6 +140,9 @@ class Comparison:
     rows: list[Row]
     notes: list[str] = field(default_factory=list)
     options: CompareOptions = field(default_factory=CompareOptions)
+    environment_diff: list[tuple[str, str, str]] = field(default_factory=list)  # (what, A, B)
+    a_rounds: int = 1
+    b_rounds: int = 1
 
     def counts(self) -> dict[str, int]:
         out = {v: 0 for v in VERDICT_ORDER}
@@ -123,52 +162,116 @@ class Comparison:
         return 1 if self.regressions else 0
 
 
-# --------------------------------------------------------------------------- statistics
-def mann_whitney_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided Mann-Whitney U p-value, or None with fewer than 3 samples a side."""
-    if len(a) < 3 or len(b) < 3:
+# --------------------------------------------------------------------------- evidence
+@dataclass
+class Evidence:
+    """One side of one metric: its value, per-round values, within-run CI, and trust."""
+
+    value: float | None
+    rounds: list[float]
+    ci: tuple[float, float] | None = None
+    n: int | None = None
+    untrusted: str = ""  # why the timing cannot carry a verdict ("" when it can)
+
+    @classmethod
+    def of(cls, m, record=None, kind: str = "quality") -> "Evidence":
+        if m is None:
+            return cls(None, [])
+        value = m.finite_value
+        rounds = [v for v in (m.extra.get("rounds") or []) if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not rounds and value is not None:
+            rounds = [value]
+        ci = None
+        if m.ci_low is not None and m.ci_high is not None and all(
+                isinstance(x, (int, float)) and math.isfinite(x) for x in (m.ci_low, m.ci_high)):
+            ci = (float(m.ci_low), float(m.ci_high))
+        why = ""
+        if kind == "time" and record is not None:
+            info = record.info
+            if info.get("valid") is False:
+                why = f"not valid: {info.get('valid_reason') or 'unverified'}"
+            elif info.get("stopped_by") == "budget" and m.n is not None:
+                why = "timing stopped on its budget before the median was stable"
+            elif m.n is not None and m.n < MIN_CI_SAMPLES:
+                why = f"{m.n} samples: too few for a 95% CI of the median"
+        return cls(value, rounds, ci, m.n, why)
+
+
+def _log_range(values: list[float]) -> float | None:
+    pos = [v for v in values if v > 0]
+    if len(pos) < 2 or len(pos) != len(values):
         return None
-    from scipy.stats import mannwhitneyu
-
-    if min(a) == max(a) == min(b) == max(b):
-        return 1.0
-    return float(mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    return math.log(max(pos) / min(pos))
 
 
-def judge(
-    a: float | None,
-    b: float | None,
-    better: str,
-    kind: str,
-    options: CompareOptions,
-    p_value: float | None = None,
-    have_samples: bool = False,
-) -> tuple[str, float | None]:
-    """Verdict and ratio for one metric given both values and (optionally) a p-value."""
-    if a is None and b is None:
-        return "same", None
-    if a is None:
-        return "new", None
-    if b is None:
-        return "missing", None
-    ratio = b / a if a != 0 else (1.0 if b == 0 else math.inf)
-    if kind == "quality" and abs(b - a) <= options.quality_atol:
-        return "same", ratio
-    threshold = options.thresholds[kind]
-    if a == 0 or b == 0 or (a < 0) != (b < 0):
-        change = math.inf if a != b else 0.0  # no meaningful ratio; any change is past it
-        worse = (b > a) if better == "lower" else (b < a)
+def _rel_ci(e: Evidence) -> float:
+    if e.ci is None or not e.value or e.ci[0] <= 0:
+        return 0.0
+    return math.log(e.ci[1] / e.ci[0]) / 2
+
+
+def ratio_interval(a: Evidence, b: Evidence) -> tuple[float | None, float | None]:
+    """The range of B/A the evidence allows: from the rounds, else from the medians' CIs."""
+    if len(a.rounds) > 1 or len(b.rounds) > 1:
+        lo_a, hi_a, lo_b, hi_b = min(a.rounds), max(a.rounds), min(b.rounds), max(b.rounds)
+    elif a.ci is not None and b.ci is not None:
+        (lo_a, hi_a), (lo_b, hi_b) = a.ci, b.ci
+    else:
+        return None, None
+    if lo_a <= 0 or hi_a <= 0:
+        return None, None
+    return lo_b / hi_a, hi_b / lo_a
+
+
+def judge(a: Evidence, b: Evidence, better: str, kind: str, options: CompareOptions) -> tuple[str, float | None, str, float | None]:
+    """(verdict, ratio, note, noise) for one metric from both sides' evidence."""
+    va, vb = a.value, b.value
+    if va is None and vb is None:
+        return "same", None, "", None
+    if va is None:
+        return "new", None, "", None
+    if vb is None:
+        return "missing", None, "", None
+    ratio = vb / va if va != 0 else (1.0 if vb == 0 else math.inf)
+    if kind == "quality" and abs(vb - va) <= options.quality_atol:
+        return "same", ratio, "", None
+    threshold = math.log1p(options.thresholds[kind])
+    if va == 0 or vb == 0 or (va < 0) != (vb < 0):
+        change = math.inf if va != vb else 0.0  # no meaningful ratio; any change is past it
+        worse = (vb > va) if better == "lower" else (vb < va)
     else:
         change = abs(math.log(ratio))
         worse = (ratio > 1) if better == "lower" else (ratio < 1)
-        if a < 0:  # both negative: the ratio's sense flips
+        if va < 0:  # both negative: the ratio's sense flips
             worse = not worse
-    if change <= math.log1p(threshold):
-        return "same", ratio
-    if have_samples and (p_value is None or p_value >= options.alpha):
-        return "noisy", ratio
     words = ("slower", "faster") if kind in ("time", "rate") else ("worse", "better")
-    return (words[0] if worse else words[1]), ratio
+    word = words[0] if worse else words[1]
+    if change <= threshold:
+        return "same", ratio, "", None
+    overlap = min(b.rounds) <= max(a.rounds) and min(a.rounds) <= max(b.rounds)
+    several = len(a.rounds) > 1 or len(b.rounds) > 1
+    if kind not in ("time", "rate"):  # deterministic for a seeded suite
+        if several and overlap:
+            return "noisy", ratio, "the rounds of A and B overlap", None
+        return word, ratio, "", None
+    untrusted = a.untrusted or b.untrusted
+    if untrusted:
+        side = "A" if a.untrusted else "B"
+        return "noisy", ratio, f"{side}: {untrusted}", None
+    spreads = [x for x in (_log_range(a.rounds), _log_range(b.rounds)) if x is not None]
+    if not spreads:  # one round a side: the noise between runs is unknown
+        apart = a.ci is not None and b.ci is not None and (b.ci[0] > a.ci[1] or a.ci[0] > b.ci[1])
+        needed = max(threshold, math.log1p(options.single_round_change))
+        if apart and change > needed:
+            return word, ratio, "one round a side: judged by a change past the single-round limit", None
+        return "noisy", ratio, (f"one round a side: the run-to-run noise is unknown and the change is within "
+                                f"{options.single_round_change:.0%} (run with --rounds 3)"), None
+    noise = max(spreads + [_rel_ci(a), _rel_ci(b)])
+    if overlap:
+        return "noisy", ratio, "the rounds of A and B overlap", math.expm1(noise)
+    if change <= noise:
+        return "noisy", ratio, f"the change is within the noise between rounds ({math.expm1(noise):.1%})", math.expm1(noise)
+    return word, ratio, "", math.expm1(noise)
 
 
 # --------------------------------------------------------------------------- comparing
@@ -197,6 +300,26 @@ def spread_notes(rs: ResultSet, side: str) -> list[str]:
     return [f"{side}: cases ran on {where}, all {rs.device_name}: treated as one device"]
 
 
+def environment_diff(a: ResultSet, b: ResultSet) -> list[tuple[str, str, str]]:
+    """(what, in A, in B) for every environment fact that matters to timings and differs."""
+    out = []
+    for key, label in ENVIRONMENT_KEYS:
+        va, vb = a.environment.get(key), b.environment.get(key)
+        if key == "torch_threads":
+            va = va if va is not None else a.meta.get("threads")
+            vb = vb if vb is not None else b.meta.get("threads")
+        if key == "precision" and isinstance(va, dict) and isinstance(vb, dict):
+            for k in sorted(set(va) | set(vb)):
+                if va.get(k) != vb.get(k):
+                    out.append((f"precision: {k}", str(va.get(k)), str(vb.get(k))))
+            continue
+        if va is None and vb is None:
+            continue
+        if va != vb:
+            out.append((label, "unknown" if va is None else str(va), "unknown" if vb is None else str(vb)))
+    return out
+
+
 def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -> Comparison:
     """Compare B (new) against A (reference)."""
     options = options or CompareOptions()
@@ -206,9 +329,6 @@ def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -
         if meta_a and meta_a.get("spec_hash") and meta_b.get("spec_hash") and meta_a["spec_hash"] != meta_b["spec_hash"]:
             notes.append(f"suite {name!r}: the workload changed between A and B (spec hash "
                          f"{meta_a['spec_hash']} -> {meta_b['spec_hash']}); ratios may compare different work")
-    threads = [rs.environment.get("torch_threads") or rs.meta.get("threads") for rs in (a, b)]
-    if a.device == "cpu" and None not in threads and threads[0] != threads[1]:
-        notes.append(f"A ran with {threads[0]} CPU threads, B with {threads[1]}; timings compare different set-ups")
     recs_a = {r.key: r for r in a.records}
     recs_b = {r.key: r for r in b.records}
     if not set(recs_a) & set(recs_b):
@@ -218,85 +338,97 @@ def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -
     for rs, side in ((a, "A"), (b, "B")):
         if not rs.finished:
             notes.append(f"{side} ({rs.label}) is an unfinished run; the cases it lacks show as new or missing")
+    if a.rounds == 1 and b.rounds == 1:
+        notes.append("one round on each side: the noise between runs is unknown, so a time change needs "
+                     f"{options.single_round_change:.0%} to count (harness run --rounds 3 measures it)")
     rows: list[Row] = []
     for key in list(recs_a) + [k for k in recs_b if k not in recs_a]:
-        rows += _compare_case(recs_a.get(key), recs_b.get(key), options)
+        rows += _compare_case(recs_a.get(key), recs_b.get(key), a, b, options)
     order = {v: i for i, v in enumerate(VERDICT_ORDER)}
-    rows.sort(key=lambda r: order.get(r.verdict, len(order)))
-    return Comparison(a.label, b.label, a.describe_device(), b.describe_device(), rows, notes, options)
+    rows.sort(key=lambda r: (order.get(r.verdict, len(order)), -abs(math.log(r.ratio)) if r.ratio and r.ratio > 0
+                             and math.isfinite(r.ratio) else 0.0))
+    return Comparison(a.label, b.label, a.describe_device(), b.describe_device(), rows, notes, options,
+                      environment_diff(a, b), a.rounds, b.rounds)
 
 
 def _row(rec, metric: str, m, verdict: str, note: str = "", **kw) -> Row:
     unit, better, kind = (m.unit, m.better, m.kind) if m is not None else ("", "lower", "quality")
     return Row(rec.suite, rec.variant, dict(rec.params), metric, unit, better, kind,
-               kw.get("a"), kw.get("b"), kw.get("ratio"), kw.get("p_value"), verdict, note,
-               kw.get("a_n"), kw.get("b_n"))
+               kw.get("a"), kw.get("b"), kw.get("ratio"), verdict, note, kw.get("a_n"), kw.get("b_n"))
 
 
-def _compare_case(ra, rb, options: CompareOptions) -> list[Row]:
+def _judged_metrics(rec) -> list[str]:
+    """The metrics that get a verdict: rates derived from the latency are left out when it is there."""
+    names = list(rec.metrics)
+    if "latency" in rec.metrics:
+        names = [n for n in names if n not in DERIVED_FROM_LATENCY and
+                 rec.metrics[n].extra.get("derived_from") != "latency"]
+    return names
+
+
+def _compare_case(ra, rb, a: ResultSet, b: ResultSet, options: CompareOptions) -> list[Row]:
     if ra is None or rb is None:
         rec = ra or rb
         verdict = "missing" if rb is None else "new"
         where = "B" if rb is None else "A"
         if not rec.metrics:
             return [_row(rec, "*", None, verdict, f"case not in {where}; {rec.status} {rec.reason}".strip())]
-        return [_row(rec, name, m, verdict, f"case not in {where}",
-                     a=m.finite_value if ra else None, b=m.finite_value if rb else None)
-                for name, m in rec.metrics.items()]
+        rows = [_row(rec, name, rec.metrics[name], verdict, f"case not in {where}",
+                     a=rec.metrics[name].finite_value if ra else None, b=rec.metrics[name].finite_value if rb else None)
+                for name in _judged_metrics(rec)]
+        if rb is not None:
+            violations = b.band_violations(rb)
+            if violations:
+                rows.append(_row(rb, "quality band", None, "out-of-band", "; ".join(violations)))
+        return rows
     if ra.status == rb.status == "skipped":
         return []  # nothing measured on either side
     if ra.status != "ok" or rb.status != "ok":
         if ra.status == "ok" and rb.status in FAILED_STATUSES:
-            return [_row(rb, name, m, "failed", f"B {rb.status}: {rb.reason}", a=m.finite_value)
-                    for name, m in ra.metrics.items()] or [_row(rb, "*", None, "failed", f"B {rb.status}: {rb.reason}")]
+            return [_row(rb, name, ra.metrics[name], "failed", f"B {rb.status}: {rb.reason}",
+                         a=ra.metrics[name].finite_value)
+                    for name in _judged_metrics(ra)] or [_row(rb, "*", None, "failed", f"B {rb.status}: {rb.reason}")]
         if ra.status == "ok":  # skipped in B
-            return [_row(rb, name, m, "missing", f"B {rb.status}: {rb.reason}", a=m.finite_value)
-                    for name, m in ra.metrics.items()]
+            return [_row(rb, name, ra.metrics[name], "missing", f"B {rb.status}: {rb.reason}",
+                         a=ra.metrics[name].finite_value) for name in _judged_metrics(ra)]
         if rb.status == "ok":
-            return [_row(rb, name, m, "new", f"A {ra.status}: {ra.reason}", b=m.finite_value)
-                    for name, m in rb.metrics.items()]
+            return [_row(rb, name, rb.metrics[name], "new", f"A {ra.status}: {ra.reason}",
+                         b=rb.metrics[name].finite_value) for name in _judged_metrics(rb)]
         if rb.status in FAILED_STATUSES and ra.status not in FAILED_STATUSES:
             return [_row(rb, "*", None, "failed", f"A {ra.status}, B {rb.status}: {rb.reason}")]
         return [_row(rb, "*", None, "same", f"{ra.status} in A, {rb.status} in B: {rb.reason}")]
-    lat_p = _latency_p(ra, rb)
+    viol_a, viol_b = a.band_violations(ra), b.band_violations(rb)
     rows = []
-    for name in list(ra.metrics) + [n for n in rb.metrics if n not in ra.metrics]:
+    names = _judged_metrics(ra) + [n for n in _judged_metrics(rb) if n not in ra.metrics]
+    for name in names:
         ma, mb = ra.metrics.get(name), rb.metrics.get(name)
         spec = mb or ma
-        unit, better, kind = spec.unit, spec.better, spec.kind
-        va = ma.finite_value if ma is not None else None
-        vb = mb.finite_value if mb is not None else None
-        sa = (ma.samples if ma is not None else None) or []
-        sb = (mb.samples if mb is not None else None) or []
-        p = mann_whitney_p(sa, sb) if sa and sb else None
-        if p is None and not (sa and sb) and kind == "rate":
-            p = lat_p  # a rate is items or FLOPs over the latency: same evidence
-        few = bool(sa and sb) and p is None  # too few samples for a test: the threshold decides
-        verdict, ratio = judge(va, vb, better, kind, options, p, p is not None)
-        note = "too few samples for a test" if few and verdict != "same" else ""
-        if va is not None and mb is not None and mb.nonfinite:  # a number turned into NaN or inf
-            verdict = "slower" if kind in ("time", "rate") else "worse"
+        ea, eb = Evidence.of(ma, ra, spec.kind), Evidence.of(mb, rb, spec.kind)
+        verdict, ratio, note, noise = judge(ea, eb, spec.better, spec.kind, options)
+        if ea.value is not None and mb is not None and mb.nonfinite:  # a number turned into NaN or inf
+            verdict = "slower" if spec.kind in ("time", "rate") else "worse"
             note = f"B is {mb.value} (A was finite)"
-        elif vb is not None and ma is not None and ma.nonfinite:
-            verdict = "faster" if kind in ("time", "rate") else "better"
+        elif eb.value is not None and ma is not None and ma.nonfinite:
+            verdict = "faster" if spec.kind in ("time", "rate") else "better"
             note = f"A was {ma.value}, B is finite"
         elif ma is not None and mb is not None and ma.nonfinite and mb.nonfinite:
             same = str(ma.value) == str(mb.value)
             verdict, note = ("same", f"{mb.value} on both sides") if same else ("worse", f"{ma.value} -> {mb.value}")
-        elif verdict == "missing" and ma is not None and vb is None:
+        elif verdict == "missing" and ma is not None and eb.value is None:
             note = "no value in B" if mb is not None else "metric not reported in B"
-        elif verdict == "new" and va is None and ma is not None:
+        elif verdict == "new" and ea.value is None and ma is not None:
             note = "no value in A"
-        rows.append(Row(rb.suite, rb.variant, dict(rb.params), name, unit, better, kind, va, vb, ratio, p,
-                        verdict, note, ma.n if ma is not None else None, mb.n if mb is not None else None))
+        mine = [v for v in viol_b if v.split(" ", 1)[0] == name]
+        if mine and not any(v.split(" ", 1)[0] == name for v in viol_a):
+            verdict, note = "out-of-band", "; ".join(mine)
+        elif verdict == "faster" and viol_b:
+            verdict, note = "no-win", "faster, but outside its quality band: " + "; ".join(viol_b)
+        lo, hi = ratio_interval(ea, eb) if ea.value and eb.value else (None, None)
+        rows.append(Row(rb.suite, rb.variant, dict(rb.params), name, spec.unit, spec.better, spec.kind, ea.value,
+                        eb.value, ratio, verdict, note, ma.n if ma is not None else None,
+                        mb.n if mb is not None else None, lo, hi, len(ea.rounds) or 1, len(eb.rounds) or 1, noise,
+                        not viol_a, not viol_b, list(viol_b)))
     return rows
-
-
-def _latency_p(ra, rb) -> float | None:
-    la, lb = ra.metrics.get("latency"), rb.metrics.get("latency")
-    sa = (la.samples if la is not None else None) or []
-    sb = (lb.samples if lb is not None else None) or []
-    return mann_whitney_p(sa, sb) if sa and sb else None
 
 
 # --------------------------------------------------------------------------- rendering
@@ -325,16 +457,33 @@ def summary_line(c: Comparison) -> str:
 def _ratio_text(r: Row) -> str:
     if r.ratio is None or not math.isfinite(r.ratio):
         return "" if r.ratio is None else "inf"
-    return f"{r.ratio:.3f}x"
+    text = f"{r.ratio:.3f}x"
+    if r.ratio_low is not None and r.ratio_high is not None:
+        text += f" [{r.ratio_low:.3f}, {r.ratio_high:.3f}]"
+    return text
+
+
+def environment_block(c: Comparison) -> list[str]:
+    """Lines naming the environment facts that differ between A and B (empty when none)."""
+    if not c.environment_diff:
+        return []
+    out = ["Environment differences (timings may differ for these alone):", ""]
+    out.append("| | A | B |")
+    out.append("|---|---|---|")
+    for what, va, vb in c.environment_diff:
+        out.append(f"| {what} | {va.replace('|', '/')} | {vb.replace('|', '/')} |")
+    return out + [""]
 
 
 def to_markdown(c: Comparison, changes_only: bool = False) -> str:
     rows = [r for r in c.rows if not (changes_only and r.verdict == "same")]
     out = [f"### Comparison: B = {c.b_label} on {c.b_device}; A = {c.a_label} on {c.a_device}", ""]
     out.append(summary_line(c))
-    thr = ", ".join(f"{k} {v:.0%}" for k, v in c.options.thresholds.items())
     out.append("")
-    out.append(f"Thresholds: {thr}; significance: Mann-Whitney U, alpha {c.options.alpha:g}. Ratio = B/A.")
+    out += environment_block(c)
+    thr = ", ".join(f"{k} {v:.0%}" for k, v in c.options.thresholds.items())
+    out.append(f"Thresholds: {thr}; a time change must also exceed the noise between rounds (A: "
+               f"{c.a_rounds} round(s), B: {c.b_rounds}) with the rounds apart. Ratio = B/A [its interval].")
     for n in c.notes:
         out.append(f"\nNote: {n}")
     out.append("")
@@ -350,14 +499,14 @@ def to_markdown(c: Comparison, changes_only: bool = False) -> str:
         if fixed:
             out.append("Fixed: " + ", ".join(f"{k}={v}" for k, v in fixed.items()))
             out.append("")
-        header = ["verdict", "variant"] + varying + ["metric", "A", "B", "ratio", "p", "note"]
+        header = ["verdict", "variant"] + varying + ["metric", "A", "B", "ratio", "noise", "note"]
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join("---" for _ in header) + "|")
         for r in srows:
             unit = f" {r.unit}" if r.unit else ""
             a = fmt_number(r.a) + unit if r.a is not None else ""
             b = fmt_number(r.b) + unit if r.b is not None else ""
-            p = f"{r.p_value:.2g}" if r.p_value is not None else ""
+            p = f"{r.noise:.1%}" if r.noise is not None else ""
             verdict = f"**{r.verdict}**" if r.regression else r.verdict
             vals = [verdict, r.variant] + [str(r.params.get(k, "")) for k in varying] + [
                 r.metric, a, b, _ratio_text(r), p, r.note.replace("|", "/")]
@@ -371,6 +520,8 @@ def to_json(c: Comparison) -> str:
         "a": {"label": c.a_label, "device": c.a_device},
         "b": {"label": c.b_label, "device": c.b_device},
         "options": asdict(c.options),
+        "rounds": {"a": c.a_rounds, "b": c.b_rounds},
+        "environment_diff": [{"what": w, "a": va, "b": vb} for w, va, vb in c.environment_diff],
         "summary": {"counts": c.counts(), "regressions": len(c.regressions), "exit_code": c.exit_code},
         "notes": c.notes,
         "rows": [{**asdict(r), "regression": r.regression} for r in c.rows],
@@ -382,7 +533,7 @@ def to_csv(c: Comparison) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     cols = ["verdict", "suite", "variant", "params", "metric", "unit", "better", "kind", "a", "b", "ratio",
-            "p_value", "a_n", "b_n", "note"]
+            "ratio_low", "ratio_high", "noise", "a_rounds", "b_rounds", "a_n", "b_n", "note"]
     w.writerow(cols)
     for r in c.rows:
         d = asdict(r)

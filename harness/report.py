@@ -197,7 +197,7 @@ def _verdict_table(rows, varying: list[str]) -> str:
         cells = [r.verdict, r.suite, r.variant, *[r.params.get(k, "") for k in varying],
                  f"{r.metric} [{r.unit}]" if r.unit else r.metric, fmt_number(r.a), fmt_number(r.b),
                  f"{r.ratio:.3f}x" if r.ratio is not None and math.isfinite(r.ratio) else "",
-                 f"{r.p_value:.2g}" if r.p_value is not None else "", r.note]
+                 f"{r.noise:.1%}" if r.noise is not None else "", r.note]
         parts.append(f"<tr class='{r.verdict}'>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     parts.append("</tbody></table>")
     return "".join(parts)

@@ -314,6 +314,46 @@ class ResultSet:
     meta: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     folder: Path | None = None
+    # every record as stored: several per case when the run made several rounds (``--rounds``);
+    # ``records`` then holds one aggregated record per case (see aggregate_rounds)
+    round_records: list[Record] | None = None
+
+    def __post_init__(self) -> None:
+        if self.round_records is None:
+            self.round_records = list(self.records)
+            keys = [r.key for r in self.records]
+            if len(set(keys)) != len(keys):
+                self.records = aggregate_rounds(self.records)
+        self._bands_index: dict | None = None
+
+    @property
+    def rounds(self) -> int:
+        """Rounds per case: 1 unless the run (or the baseline's source) made several."""
+        declared = self.meta.get("rounds")
+        if isinstance(declared, int) and declared > 0:
+            return declared
+        return max((int(r.info.get("rounds", 1) or 1) for r in self.records), default=1)
+
+    def band_violations(self, record: Record) -> list[str]:
+        """The quality bands of its suite that ``record`` breaks (empty when within, or none declared)."""
+        from .suite import band_violations
+
+        meta = self.suites_meta.get(record.suite) or {}
+        bands = meta.get("bands") or []
+        if not bands or record.status != "ok":
+            return []
+        reference = meta.get("reference")
+        grid = set(meta.get("grid") or {})
+        if self._bands_index is None:
+            self._bands_index = {}
+            for r in self.records:
+                if r.status == "ok" and r.variant == (self.suites_meta.get(r.suite) or {}).get("reference"):
+                    g = set((self.suites_meta.get(r.suite) or {}).get("grid") or {})
+                    self._bands_index[(r.suite, _grid_key(r.params, g))] = r
+        ref = self._bands_index.get((record.suite, _grid_key(record.params, grid)))
+        values = {n: m.finite_value for n, m in record.metrics.items()}
+        ref_values = {n: m.finite_value for n, m in ref.metrics.items()} if ref is not None else None
+        return band_violations(bands, record.variant, reference, values, ref_values)
 
     @property
     def run_id(self) -> str:
@@ -348,6 +388,81 @@ class ResultSet:
     def frame(self):
         """Long pandas DataFrame: one row per (record, metric)."""
         return records_frame(self.records)
+
+
+def _grid_key(params: dict[str, Any], grid: set[str]) -> str:
+    return json.dumps({k: v for k, v in params.items() if k in grid}, sort_keys=True, default=str)
+
+
+def aggregate_rounds(records: list[Record]) -> list[Record]:
+    """One record per case from a run of several rounds (records sharing a :attr:`Record.key`).
+
+    A case that failed in any round keeps that failure (the first), its reason saying which
+    round. Otherwise each metric's value is the median of its round values, which stay in the
+    metric as ``rounds`` (per-round values, the between-round evidence compare uses), beside
+    ``round_spread`` (half the range of the round values over their median); raw samples of all
+    rounds are pooled, and the statistics (IQR, CI, n) come from the pool. ``info`` says how
+    many rounds, whether every round was valid and how each stopped.
+    """
+    groups: dict[tuple, list[Record]] = {}
+    for r in records:
+        groups.setdefault(r.key, []).append(r)
+    return [g[0] if len(g) == 1 else _aggregate_case(g) for g in groups.values()]
+
+
+def _aggregate_case(group: list[Record]) -> Record:
+    from .measure.stats import SampleStats
+
+    n_rounds = len(group)
+    first = group[0]
+    statuses = [r.status for r in group]
+    info = {**first.info, "rounds": n_rounds, "round_statuses": statuses}
+    failed = [(i, r) for i, r in enumerate(group) if r.status in FAILED_STATUSES]
+    if failed:
+        i, r = failed[0]
+        return Record(r.suite, r.variant, dict(r.params), r.device, r.status,
+                      f"round {i + 1} of {n_rounds}: {r.reason}", dict(r.metrics), r.run_id, r.started_at,
+                      sum(x.duration_s for x in group), {**r.info, "rounds": n_rounds, "round_statuses": statuses})
+    ok = [r for r in group if r.status == "ok"]
+    if not ok:
+        return first
+    metrics: dict[str, MetricValue] = {}
+    names = list(dict.fromkeys(n for r in ok for n in r.metrics))
+    for name in names:
+        ms = [r.metrics[name] for r in ok if name in r.metrics]
+        base = ms[0]
+        per_round = [m.finite_value for m in ms]
+        finite = sorted(v for v in per_round if v is not None)
+        extra = dict(base.extra)
+        extra["rounds"] = per_round
+        if not finite:
+            metrics[name] = MetricValue.from_dict({**base.to_dict(), "rounds": per_round})
+            continue
+        mid = len(finite) // 2
+        value = finite[mid] if len(finite) % 2 else (finite[mid - 1] + finite[mid]) / 2
+        if len(finite) > 1 and value:
+            extra["round_spread"] = (finite[-1] - finite[0]) / (2 * abs(value))
+        kw: dict[str, Any] = {}
+        if all(m.samples for m in ms):
+            pooled = [x for m in ms for x in (m.samples or [])]
+            st = SampleStats.of(pooled)
+            kw = dict(samples=pooled, iqr=st.iqr, min=st.min, mean=st.mean, n=st.n, ci_low=st.ci_low,
+                      ci_high=st.ci_high, median=value)
+        elif base.median is not None:
+            kw = dict(median=value, n=sum(int(m.n or 0) for m in ms) or None)
+        metrics[name] = MetricValue(value, base.unit, base.better, base.kind, extra=extra,
+                                    **{k: v for k, v in kw.items() if v is not None})
+    info["valid"] = all(r.info.get("valid", True) for r in ok)
+    reasons = [r.info.get("valid_reason") for r in ok if r.info.get("valid") is False]
+    if reasons:
+        info["valid_reason"] = "; ".join(dict.fromkeys(str(x) for x in reasons))
+    stops = [r.info.get("stopped_by") for r in ok if r.info.get("stopped_by")]
+    if stops:
+        info["stopped_by_rounds"] = stops
+        info["stopped_by"] = "budget" if "budget" in stops else stops[0]
+    info.pop("round", None)
+    return Record(first.suite, first.variant, dict(first.params), first.device, "ok", first.reason, metrics,
+                  first.run_id, first.started_at, sum(r.duration_s for r in group), info)
 
 
 def load_results(spec: str | Path, strict: bool = True, baselines: Path | None = None) -> ResultSet:
@@ -445,7 +560,8 @@ def load_baseline_file(path: Path) -> ResultSet:
             raise ResultsError(f"baseline {path}: case {i}: {exc}") from None
     source = doc.get("source") or {}
     meta = {"suites": doc.get("suites") or {}, "device": doc.get("device"), "profile": source.get("profile"),
-            "run_id": doc.get("name"), "finished": True, "threads": source.get("threads")}
+            "run_id": doc.get("name"), "finished": True, "threads": source.get("threads"),
+            "rounds": source.get("rounds")}
     return ResultSet(f"baseline {doc.get('name') or Path(path).stem}", "baseline", records,
                      doc.get("environment") or {}, meta)
 

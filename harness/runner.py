@@ -320,18 +320,19 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
     if flops and flops > 0 and stats.median > 0:
         info["flops"] = flops
         achieved = flops / (stats.median * 1e-3) / 1e12
-        metrics[TFLOPS.name] = metric_value(achieved, TFLOPS.unit, TFLOPS.better, TFLOPS.kind)
+        metrics[TFLOPS.name] = metric_value(achieved, TFLOPS.unit, TFLOPS.better, TFLOPS.kind, derived_from="latency")
         dtype = workload.dtype or case.params_dict.get("dtype")
         peak = _measured_peak(dev, dtype) if dtype else None
         if peak is not None:
             metrics[PCT_OF_PEAK.name] = metric_value(100.0 * achieved / peak["tflops"], PCT_OF_PEAK.unit,
-                                                     PCT_OF_PEAK.better, PCT_OF_PEAK.kind)
+                                                     PCT_OF_PEAK.better, PCT_OF_PEAK.kind, derived_from="latency")
             info["peak"] = peak
     else:
         info.pop("flops_method", None)
     if workload.items:
         metrics[THROUGHPUT.name] = metric_value(
-            workload.items / (stats.median * 1e-3), workload.items_unit, THROUGHPUT.better, THROUGHPUT.kind
+            workload.items / (stats.median * 1e-3), workload.items_unit, THROUGHPUT.better, THROUGHPUT.kind,
+            derived_from="latency",
         )
     specs = suite.metric_specs()
     extra = dict(workload.metrics)
@@ -339,7 +340,7 @@ def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, t
         per = workload.items
         extra[workload.per_item_latency] = {
             "value": stats.median / per, "median": stats.median / per, "iqr": stats.iqr / per, "n": stats.n,
-            "items": per, "samples": [ms / per for ms in result.samples_ms],
+            "items": per, "samples": [ms / per for ms in result.samples_ms], "derived_from": "latency",
         }
     if suite.wants_output(case.variant):
         if workload.output is not None:

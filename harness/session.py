@@ -96,6 +96,52 @@ class RunOptions:
     executor: str = "local"  # "local" (this process or --isolate workers) or "ray"
     ray_address: str | None = None  # with executor "ray": the cluster to join (None: an embedded local Ray)
     shard: str | None = None  # "I/N": this run holds the I-th of N shards of the plan (by grid point)
+    threads_source: str = "given"  # how the thread count was chosen ("given", or why a default)
+    rounds: int = 1  # passes over all cases, interleaved (round 2 starts after round 1 has ended)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rounds, int) or self.rounds < 1:
+            raise ValueError(f"rounds must be a positive whole number, not {self.rounds!r}")
+
+
+MAX_DEFAULT_CPU_THREADS = 8
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_cpu_threads() -> tuple[int, str]:
+    """Torch threads of a CPU run when none are asked for: half the usable cores (at most 8).
+
+    Timings with every core busy swing with whatever else the machine runs (on a shared 2-core
+    machine, by orders of magnitude); half the cores leaves room for it. Returns the count and
+    the reason recorded in run.json.
+    """
+    cores = usable_cores()
+    n = max(1, min(MAX_DEFAULT_CPU_THREADS, cores // 2))
+    return n, f"default: half of the {cores} usable cores, at most {MAX_DEFAULT_CPU_THREADS} (--threads N sets it)"
+
+
+def cpu_thread_hint(device: str, threads: int, cores: int | None = None, load: float | None = None) -> str:
+    """One line when CPU timings will be unstable: threads beyond the cores the machine has free."""
+    if device != "cpu":
+        return ""
+    cores = cores or usable_cores()
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):
+            load = 0.0
+    free = cores - load
+    if threads > max(1.0, free):
+        return (f"hint: {threads} torch threads on {cores} cores with a load average of {load:.1f}: the CPU is "
+                f"oversubscribed and timings will swing; pin fewer with --threads (e.g. --threads "
+                f"{max(1, int(free)) if free >= 1 else 1}) or run on a quieter machine")
+    return ""
 
 
 class Progress:
@@ -109,9 +155,18 @@ class Progress:
         self.t0 = time.perf_counter()
         self.done = 0
 
+    @staticmethod
+    def _clock(seconds: float) -> str:
+        s = int(seconds)
+        return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
+
     def _elapsed(self) -> str:
-        s = int(time.perf_counter() - self.t0)
-        return f"{s // 60:02d}:{s % 60:02d}"
+        """Elapsed time, and the time left estimated from the cases done so far."""
+        spent = time.perf_counter() - self.t0
+        text = self._clock(spent)
+        if 0 < self.done < self.total:
+            text += f" eta {self._clock(spent / self.done * (self.total - self.done))}"
+        return text
 
     def start(self, case: Case) -> None:
         if self.enabled and self.tty:
@@ -200,8 +255,13 @@ class RunSession:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SessionError(f"cannot create run folder {self.folder}: {exc.strerror or exc}") from None
+        if opts.threads is None and opts.device == "cpu":
+            opts.threads, opts.threads_source = default_cpu_threads()
         if opts.threads is not None:
             torch.set_num_threads(opts.threads)
+        hint = cpu_thread_hint(opts.device, torch.get_num_threads())
+        if hint:
+            print(f"harness: {hint}", file=sys.stderr)
         self.meta = {
             "run_id": self.run_id,
             "argv": opts.argv,
@@ -216,6 +276,8 @@ class RunSession:
             "shard": opts.shard,
             "timeout_s": opts.timeout_s,
             "threads": torch.get_num_threads(),
+            "threads_source": opts.threads_source,
+            "rounds": opts.rounds,
             "suites": {name: cls.declaration() for name, cls in self.suites.items()},
             "suite_locations": {name: list(_location(cls)) for name, cls in self.suites.items()},
             "load_failures": [{"path": f.path, "error": f.error} for f in self.load_failures],
@@ -254,11 +316,27 @@ class RunSession:
     def run(self) -> ResultSet:
         """Run every case, writing each record as it ends; returns the loaded run."""
         self._open()
-        return self._execute(self.cases, self.load_failures)
+        return self._execute(self._work(), self.load_failures)
 
-    def _execute(self, cases: list[Case], load_failures: list) -> ResultSet:
+    def _work(self, done: set = frozenset()) -> list[tuple[int, Case]]:
+        """(round, case) in the order they run: every case of round 1, then of round 2...; even
+        rounds go through the plan backwards, so drift over a run hits early and late cases alike."""
+        work = []
+        for r in range(self.options.rounds):
+            order = self.cases if r % 2 == 0 else list(reversed(self.cases))
+            work += [(r, c) for c in order if (_case_key(c), r) not in done]
+        return work
+
+    def _execute(self, work: list[tuple[int, Case]], load_failures: list) -> ResultSet:
         writer = RecordWriter(self.folder)
-        bar = Progress(len(cases), enabled=self.options.progress)
+        bar = Progress(len(work), enabled=self.options.progress)
+        several = self.options.rounds > 1
+
+        def keep(record: Record, round_index: int) -> None:
+            if several:
+                record.info["round"] = round_index
+            writer.write(record)
+            self.records.append(record)
         state = "interrupted"
         executor = None
         try:
@@ -275,25 +353,26 @@ class RunSession:
                 if hasattr(executor, "run_all"):
                     # an executor that runs many cases at once (e.g. over a cluster) reports each
                     # record as it finishes, in any order; cases in flight when the run dies have
-                    # no record and run again on --resume
-                    by_key = {_case_key(c): c for c in cases}
+                    # no record and run again on --resume. Rounds run one after the other.
+                    for r in sorted({r for r, _ in work}):
+                        cases = [c for rr, c in work if rr == r]
+                        by_key = {_case_key(c): c for c in cases}
 
-                    def on_record(record: Record) -> None:
-                        writer.write(record)
-                        self.records.append(record)
-                        bar.finish(by_key.get(record.key, cases[0]), record)
+                        def on_record(record: Record, r=r, cases=cases, by_key=by_key) -> None:
+                            keep(record, r)
+                            bar.finish(by_key.get(record.key, cases[0]), record)
 
-                    executor.run_all(cases, self.options.timeout_s, on_record)
+                        executor.run_all(cases, self.options.timeout_s, on_record)
                 else:
-                    for case in cases:
+                    for r, case in work:
                         bar.start(case)
                         write_json(self.folder / RUNNING_FILE, {"suite": case.suite, "variant": case.variant,
-                                                                "params": case.params_dict, "started_at": _now()})
+                                                                "params": case.params_dict, "round": r,
+                                                                "started_at": _now()})
                         record = _named_call(f"running case {case.label()}", executor.run, case,
                                              self.options.timeout_s)
-                        writer.write(record)
+                        keep(record, r)
                         (self.folder / RUNNING_FILE).unlink(missing_ok=True)
-                        self.records.append(record)
                         bar.finish(case, record)
                 state = "finished"
         except BaseException:
@@ -349,7 +428,8 @@ class RunSession:
             pattern=meta.get("pattern"), param_overrides=meta.get("param_overrides") or {},
             variants=meta.get("variants") or [], argv=meta.get("argv"),
             executor=meta.get("executor") or "local", ray_address=ray_address or meta.get("ray_address"),
-            shard=meta.get("shard"),
+            shard=meta.get("shard"), rounds=int(meta.get("rounds") or 1),
+            threads_source=meta.get("threads_source") or "given",
         )
         cases = plan_cases(list(suites.values()), options.profile or "quick", options.device, options.pattern,
                            options.param_overrides, options.variants)
@@ -370,7 +450,7 @@ class RunSession:
 
     def run_remaining(self) -> ResultSet:
         """Record the case that was running as ``crashed``, then run the cases not yet recorded."""
-        done = {r.key for r in self.records}
+        done = {(r.key, int(r.info.get("round", 0))) for r in self.records}
         running = read_json(self.folder / RUNNING_FILE)
         self.meta.setdefault("resumed_at", []).append(_now())
         self.meta.update(state="running", finished=False, pid=os.getpid())
@@ -380,19 +460,21 @@ class RunSession:
             key = (running.get("suite"), running.get("variant"),
                    json.dumps(running.get("params"), sort_keys=True, default=str))
             case = by_key.get(key)
-            if case is not None and key not in done:
+            round_index = int(running.get("round") or 0)
+            if case is not None and (key, round_index) not in done:
                 record = Record(suite=case.suite, variant=case.variant, params=case.params_dict, device=case.device,
                                 status="crashed", run_id=self.run_id, started_at=str(running.get("started_at", "")),
                                 reason="the run's process died while this case was running (killed, or a crash "
                                        "such as a segfault); recorded when the run was resumed")
+                if self.options.rounds > 1:
+                    record.info["round"] = round_index
                 print(f"harness: the run stopped while running {case.label()}; recorded as crashed", file=sys.stderr)
                 with RecordWriter(self.folder) as w:
                     w.write(record)
                 self.records.append(record)
-                done.add(key)
+                done.add((key, round_index))
             (self.folder / RUNNING_FILE).unlink(missing_ok=True)
-        remaining = [c for c in self.cases if _case_key(c) not in done]
-        return self._execute(remaining, [])
+        return self._execute(self._work(done), [])
 
     def results(self) -> ResultSet:
         """The run folder as loaded results (what export and compare read)."""
@@ -455,10 +537,12 @@ def run_suites(
     timeout_s: float | None = None,
     threads: int | None = None,
     progress: bool = False,
+    rounds: int = 1,
 ) -> ResultSet:
     """Plan and run suites (classes, or names of registered suites) into a complete run folder.
 
-    ``params`` replaces a param's values (``{"seq_len": [256, 512]}``), as ``--param`` does.
+    ``params`` replaces a param's values (``{"seq_len": [256, 512]}``), as ``--param`` does;
+    ``rounds`` passes over all cases, interleaved, as ``--rounds`` does.
     """
     from .environment import resolve_device
     from .registry import discover
@@ -480,7 +564,8 @@ def run_suites(
     overrides = {k: [str(v) for v in vals] for k, vals in (params or {}).items()}
     cases = plan_cases(classes, profile, device, pattern, overrides, list(variants or []))
     options = RunOptions(device=device, profile=profile, isolate=isolate, timeout_s=timeout_s, threads=threads,
-                         progress=progress, pattern=pattern, param_overrides=overrides, variants=list(variants or []))
+                         progress=progress, pattern=pattern, param_overrides=overrides, variants=list(variants or []),
+                         rounds=rounds)
     session = RunSession(out, cases, {c.suite_name(): c for c in classes}, options)
     return session.run()
 

@@ -81,12 +81,84 @@ ENGINE_METRICS = {m.name: m for m in (LATENCY, HOST_LATENCY, PEAK_MEMORY, TFLOPS
 
 
 @dataclass(frozen=True)
+class Band:
+    """The range a quality metric must stay in for a variant to count as a fair trade.
+
+    ``max`` / ``min`` bound the value itself (``Band("rel_error", max=0.05)``); ``max_ratio`` /
+    ``min_ratio`` bound it relative to the reference variant at the same grid point
+    (``Band("AP", min_ratio=0.9)``: at least 90% of the reference's AP). ``variants`` limits the
+    band to some variants (default: every variant but the reference). A variant outside its
+    band is marked in tables, the report and compare, and compare counts its speed-up as no win.
+    """
+
+    metric: str
+    max: float | None = None
+    min: float | None = None
+    max_ratio: float | None = None
+    min_ratio: float | None = None
+    variants: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if all(v is None for v in (self.max, self.min, self.max_ratio, self.min_ratio)):
+            raise SuiteDefinitionError(f"band on {self.metric!r} sets no bound (max, min, max_ratio or min_ratio)")
+        if self.variants is not None:
+            object.__setattr__(self, "variants", tuple(self.variants))
+
+    def describe(self) -> str:
+        parts = []
+        if self.min is not None:
+            parts.append(f"{self.metric} >= {self.min:g}")
+        if self.max is not None:
+            parts.append(f"{self.metric} <= {self.max:g}")
+        if self.min_ratio is not None:
+            parts.append(f"{self.metric} >= {self.min_ratio:g} x reference")
+        if self.max_ratio is not None:
+            parts.append(f"{self.metric} <= {self.max_ratio:g} x reference")
+        return " and ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+def band_violations(bands: list[dict], variant: str, reference: str | None, values: Mapping[str, float | None],
+                    reference_values: Mapping[str, float | None] | None) -> list[str]:
+    """What a variant's quality values break of the declared bands (``Band.to_dict()`` form).
+
+    ``values`` / ``reference_values`` map metric names to finite values (None: not measured).
+    A bound that cannot be checked (no value, no reference) is not reported as broken.
+    """
+    out = []
+    for band in bands:
+        chosen = band.get("variants")
+        if (chosen is not None and variant not in chosen) or (chosen is None and variant == reference):
+            continue
+        name = band["metric"]
+        v = values.get(name)
+        if v is None:
+            continue
+        ref = (reference_values or {}).get(name)
+        checks = [("min", v, ">=", band.get("min"), ""), ("max", v, "<=", band.get("max"), "")]
+        if ref is not None:
+            checks += [("min", v, ">=", None if band.get("min_ratio") is None else band["min_ratio"] * ref,
+                        f" ({band.get('min_ratio')} x reference {ref:.4g})"),
+                       ("max", v, "<=", None if band.get("max_ratio") is None else band["max_ratio"] * ref,
+                        f" ({band.get('max_ratio')} x reference {ref:.4g})")]
+        for side, val, op, bound, why in checks:
+            if bound is None:
+                continue
+            if (side == "min" and val < bound) or (side == "max" and val > bound):
+                out.append(f"{name} {val:.4g} outside the band ({op} {bound:.4g}{why})")
+    return out
+
+
+@dataclass(frozen=True)
 class Timing:
     """How the engine times an operation.
 
     Repetition stops when the distribution-free 95% confidence interval of the median is
-    narrower than ``rel_spread`` of the median (after ``min_runs``), when ``budget_s`` of
-    measured time has passed, or at ``max_runs``.
+    narrower than ``rel_spread`` of the median (checked from ``max(min_runs, 10)`` samples on,
+    where the interval really has 95% coverage), when ``budget_s`` of measured time has passed
+    (after ``min_runs``), or at ``max_runs``.
     """
 
     warmup_s: float = 0.05
@@ -244,6 +316,7 @@ class Suite:
     profiles: dict[str, Profile] = {}
     reference: str | None = None
     metrics: list[Metric] = []
+    bands: list[Band] = []  # quality bands variants must stay in (see Band)
     timing: Timing = Timing()
     seed: int = 0  # seeds Python, NumPy and torch before prepare() and before each variant
 
@@ -302,6 +375,17 @@ class Suite:
                 raise SuiteDefinitionError(f"suite {name!r}: param {k!r} needs a non-empty list of values")
         if cls.reference is not None and cls.reference not in cls._variants:
             raise SuiteDefinitionError(f"suite {name!r}: reference {cls.reference!r} is not a variant")
+        metric_names = set(cls.metric_specs())
+        for band in cls.bands:
+            if not isinstance(band, Band):
+                raise SuiteDefinitionError(f"suite {name!r}: bands must hold Band objects")
+            if band.metric not in metric_names:
+                raise SuiteDefinitionError(f"suite {name!r}: band on unknown metric {band.metric!r}")
+            if (band.min_ratio is not None or band.max_ratio is not None) and cls.reference is None:
+                raise SuiteDefinitionError(f"suite {name!r}: band {band.describe()!r} needs a reference variant")
+            for v in band.variants or ():
+                if v not in cls._variants:
+                    raise SuiteDefinitionError(f"suite {name!r}: band on {band.metric!r} names unknown variant {v!r}")
         known = set(cls.all_param_names())
         for pname, prof in cls.profiles.items():
             if not isinstance(prof, Profile):
@@ -321,6 +405,7 @@ class Suite:
             "description": cls.description,
             "spec_hash": cls.spec_hash(),
             "variants": list(cls._variants),
+            "bands": [b.to_dict() for b in cls.bands],
             "grid": {k: list(v) for k, v in cls.grid.items()},
             "metrics": {
                 n: {"unit": m.unit, "better": m.better, "kind": m.kind, "ratio": m.ratio, "description": m.description}

@@ -36,12 +36,15 @@ def timing_samples(rng: np.random.Generator, n: int, median_ms: float, spread: f
 
 def ok_record(variant: str, n: int, samples: list[float], memory: float = 10.0, accuracy: float | None = 0.9,
               items: float = 1000.0) -> Record:
-    med = float(np.median(samples))
-    q1, q3 = np.percentile(samples, [25, 75])
+    from harness.measure.stats import SampleStats
+
+    st = SampleStats.of(samples)
+    med = st.median
     metrics = {
-        "latency": metric_value(med, "ms", "lower", "time", median=med, iqr=float(q3 - q1), n=len(samples), samples=samples),
+        "latency": metric_value(med, "ms", "lower", "time", median=med, iqr=st.iqr, n=st.n, ci_low=st.ci_low,
+                                ci_high=st.ci_high, samples=samples),
         "peak_memory": metric_value(memory, "MiB", "lower", "memory"),
-        "throughput": metric_value(items / (med * 1e-3), "items/s", "higher", "rate"),
+        "throughput": metric_value(items / (med * 1e-3), "items/s", "higher", "rate", derived_from="latency"),
     }
     if accuracy is not None:
         metrics["accuracy"] = metric_value(accuracy, "", "higher", "quality")
@@ -53,7 +56,7 @@ def status_record(variant: str, n: int, status: str, reason: str) -> Record:
 
 
 def write_run(folder: Path, records: list[Record], device: str = "cpu", device_name: str = "Test CPU 9000",
-              run_id: str | None = None) -> Path:
+              run_id: str | None = None, suites: dict | None = None, environment: dict | None = None) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     run_id = run_id or folder.name
@@ -63,21 +66,28 @@ def write_run(folder: Path, records: list[Record], device: str = "cpu", device_n
     with RecordWriter(folder) as w:
         for r in records:
             w.write(r)
-    write_json(folder / RUN_FILE, {"run_id": run_id, "profile": "quick", "device": device, "suites": SUITE_META,
+    write_json(folder / RUN_FILE, {"run_id": run_id, "profile": "quick", "device": device, "suites": suites or SUITE_META,
                                    "finished": True})
     write_json(folder / ENVIRONMENT_FILE, {"device": device, "device_name": device_name, "cpu": device_name,
-                                           "torch": "2.x", "git": {"commit": "abc"}})
+                                           "torch": "2.x", "git": {"commit": "abc"}, **(environment or {})})
     return folder
 
 
-def standard_run(folder: Path, seed: int = 0, slow: float = 0.0, spread: float = 0.03, **kw) -> Path:
-    """Two variants over three sizes; ``slow`` slows every latency by that fraction."""
+def standard_run(folder: Path, seed: int = 0, slow: float = 0.0, spread: float = 0.03, rounds: int = 3,
+                 round_noise: float = 0.01, **kw) -> Path:
+    """Two variants over three sizes, ``rounds`` rounds (each shifted by log-normal
+    ``round_noise``, as a machine drifts between passes); ``slow`` slows every latency."""
     rng = np.random.default_rng(seed)
     records = []
-    for n in (64, 256, 1024):
-        for variant, base in (("base", 1.0), ("fast", 0.5)):
-            samples = timing_samples(rng, 30, base * n / 64 * (1 + slow), spread)
-            records.append(ok_record(variant, n, samples, memory=n / 16))
+    for r in range(rounds):
+        for n in (64, 256, 1024):
+            for variant, base in (("base", 1.0), ("fast", 0.5)):
+                drift = float(np.exp(rng.normal(0.0, round_noise)))
+                samples = timing_samples(rng, 30, base * n / 64 * (1 + slow) * drift, spread)
+                rec = ok_record(variant, n, samples, memory=n / 16)
+                if rounds > 1:
+                    rec.info["round"] = r
+                records.append(rec)
     return write_run(folder, records, **kw)
 
 

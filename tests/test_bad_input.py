@@ -117,7 +117,7 @@ BAD = [
     (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "speed=0.1"], "unknown metric kind"),
     (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "time=-1"], "non-negative"),
     (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "time=fast"], "expected KIND=FRACTION"),
-    (["compare", f"{W}/run_a", f"{W}/run_b", "--alpha", "2"], "alpha must be between 0 and 1"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--single-round-change", "-1"], "single-round change must be a non-negative number"),
     (["compare", f"{W}/run_a", f"{W}/run_b", "-o", f"{W}/no/such/dir/c.md"], "does not exist"),
     (["compare", f"{W}/run_a"], "the following arguments are required"),
     # baseline

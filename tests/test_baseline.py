@@ -27,7 +27,8 @@ def test_save_and_load(tmp_path, bdir, capsys):
     assert doc["environment"]["device_name"] == "Test CPU 9000"
     lat = doc["cases"][0]["metrics"]["latency"]
     assert {"value", "unit", "better", "median", "iqr", "n", "samples"} <= set(lat)
-    assert lat["unit"] == "ms" and lat["better"] == "lower" and lat["n"] == 30
+    assert lat["unit"] == "ms" and lat["better"] == "lower" and lat["n"] == 90  # 3 rounds of 30 samples
+    assert len(lat["rounds"]) == 3 and doc["source"]["rounds"] == 3
     assert doc["suites"]["toy"]["spec_hash"] == "0123456789abcdef"
     rs = load_results("cpu-test")
     assert rs.kind == "baseline" and len(rs.records) == 6
@@ -120,3 +121,17 @@ def test_shipped_cpu_baseline_loads():
     suites = {r.suite for r in rs.records}
     assert "attention" in suites
     assert any(r.status == "ok" and "latency" in r.metrics for r in rs.records)
+
+
+def test_a_baseline_joins_several_runs_as_its_rounds(tmp_path, bdir):
+    """Two runs of 3 rounds each: the baseline holds 6 round values per case, and compare
+    reads them as the noise between runs."""
+    runs = [standard_run(tmp_path / f"r{i}", seed=i) for i in range(2)]
+    assert main(["baseline", "save", *map(str, runs), "--name", "joined"]) == 0
+    doc = json.loads((bdir / "joined.json").read_text())
+    assert doc["source"]["rounds"] == 6 and len(doc["cases"]) == 6
+    assert all(len(c["metrics"]["latency"]["rounds"]) == 6 for c in doc["cases"])
+    rs = load_results("joined")
+    assert rs.rounds == 6
+    other = standard_run(tmp_path / "other", seed=0, device_name="Another CPU")
+    assert main(["baseline", "save", str(runs[0]), str(other), "--name", "mixed"]) == 2

@@ -20,11 +20,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from .stats import SampleStats
+from .stats import MIN_CI_SAMPLES, SampleStats
 
 L2_FLUSH_BYTES = 256 * 1024 * 1024  # larger than the L2 of any current GPU (H100: 50 MiB)
 BATCH_TARGET_S = 0.05  # device time of one CUDA batch (the stopping rule looks at each batch)
 MAX_CUDA_BATCH = 1000  # events per batch at most (each pair is a few hundred bytes of host memory)
+# The stopping rule declares a median "stable" only from this many samples on: its 95% CI then
+# comes from order statistics with real 95% coverage (>= MIN_CI_SAMPLES; 10 samples: 97.9%).
+MIN_STABLE_SAMPLES = max(10, MIN_CI_SAMPLES)
 HOST_WINDOW_BATCHES = 3  # back-to-back batches of the host-latency window (their spread is reported)
 
 Hook = Callable[[], Any] | None
@@ -239,6 +242,7 @@ def measure_time(fn: Callable[[], Any], timing, timer, before: Hook = None, on_b
     spent_ms = 0.0
     stopped = "max_runs"
     check_every = max(1, timing.min_runs)
+    min_stable = max(timing.min_runs, MIN_STABLE_SAMPLES)
     budget_ms = timing.budget_s * 1e3
     batches = 0
     if on_batch is not None:
@@ -253,7 +257,7 @@ def measure_time(fn: Callable[[], Any], timing, timer, before: Hook = None, on_b
         spent_ms += sum(got)
         n = len(samples)
         over = spent_ms >= budget_ms
-        if n >= timing.min_runs and (count > 1 or n % check_every == 0 or over):
+        if n >= min_stable and (count > 1 or n % check_every == 0 or over):
             if SampleStats.of(samples).rel_ci <= timing.rel_spread:
                 stopped = "stable"
                 break
