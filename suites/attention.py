@@ -64,7 +64,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
+from harness import Band, Metric, Profile, Skip, Suite, Timing, Workload, variant
 from harness.metrics.numeric import relative_error
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
@@ -389,6 +389,8 @@ class Attention(Suite):
         ),
     }
     reference = "softmax"
+    # exact attention computed another way must agree with softmax attention
+    bands = [Band("rel_error", max=1e-3, variants=("sdpa",))]
     metrics = [
         Metric("rel_error", "", "lower", "relative Frobenius error of the output against float64 softmax attention",
                ratio=False),

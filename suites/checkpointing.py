@@ -61,7 +61,7 @@ from torch.utils.checkpoint import (
     create_selective_checkpoint_contexts,
 )
 
-from harness import Metric, Profile, Suite, Timing, Workload, variant
+from harness import Band, Metric, Profile, Suite, Timing, Workload, variant
 from harness.measure import count_flops
 from suites.common.models import ModelSpec, as_stack, build_model, loss_fn, make_batches
 from suites.common.training import (
@@ -249,6 +249,8 @@ class Checkpointing(Suite):
         ),
     }
     reference = "none"
+    # recomputation must give the gradients of the plain step
+    bands = [Band("grad_error", max=1e-5)]
     metrics = [
         Metric("activation_memory", "MiB", "lower", "step peak minus parameters, gradients, optimizer state and batch", kind="memory"),
         Metric("total_memory", "MiB", "lower", "parameters + gradients + optimizer state + batch + activation peak", kind="memory"),

@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
+from harness import Band, Metric, Profile, Skip, Suite, Timing, Workload, variant
 from harness.metrics.coco import STAT_DESCRIPTIONS, STAT_NAMES, evaluate_boxes
 from suites.common.detection_data import CocoDataset, SyntheticSpec, load_coco_folder, synthetic_dataset, train_val
 from suites.common.detectors import (
@@ -133,6 +133,8 @@ class Detection(Suite):
         ),
     }
     reference = "single_scale"
+    # a multi-scale method must keep at least 75% of single-scale AP
+    bands = [Band("AP", min_ratio=0.75)]
     metrics = [Metric(n, "", "higher", STAT_DESCRIPTIONS[n], ratio=False) for n in STAT_NAMES] + [
         Metric("train_time", "s", "lower", "wall time the model's training took when it ran (cached after)", ratio=False, kind="time"),
     ]

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
+from harness import Band, Metric, Profile, Skip, Suite, Timing, Workload, variant
 from harness.measure import count_flops
 from harness.metrics.numeric import relative_error
 from suites.common.models import build_model, loss_fn, make_batches, preset_spec
@@ -197,6 +197,8 @@ class Precision(Suite):
         ),
     }
     reference = "fp32"
+    # a lower precision must train to a held-out loss within 2% of float32's
+    bands = [Band("loss_deviation", max=0.02)]
     metrics = [
         Metric("fwd_rel_error", "", "lower", "relative error of the forward output against float64", ratio=False),
         Metric("loss_after_k", "", "lower", "held-out loss after k_steps training steps (float32 evaluation)"),

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
+from harness import Band, Metric, Profile, Skip, Suite, Timing, Workload, variant
 from harness.metrics.numeric import relative_error
 from suites.common.operators import dtype_of
 from suites.common.ssm_layers import CopyTask, build_layer, copy_accuracy, trained_copy_model
@@ -99,6 +99,8 @@ class SSM(Suite):
         ),
     }
     reference = "attention"
+    # the scan/FFT forms compute the same recurrence as the sequential reference
+    bands = [Band("rel_error", max=1e-4, variants=("mamba_parallel", "mamba_chunked", "s4d_fft"))]
     metrics = [
         Metric("rel_error", "", "lower", "relative Frobenius error of the output against the float64 sequential reference",
                ratio=False, kind="quality"),

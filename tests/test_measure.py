@@ -48,6 +48,30 @@ def test_repetition_stops_when_median_is_stable():
     assert result.stats.n == 10  # identical samples are stable at the first check
 
 
+def test_a_stable_median_needs_enough_samples_for_its_ci():
+    """min_runs=2 asks for little, but 'stable' needs the samples whose CI has real 95%
+    coverage: with 2 samples [min, max] covers the median half the time."""
+    clock = ScriptedClock([1.0] * 1000)
+    timing = Timing(warmup_s=0.0, min_warmup=1, budget_s=1e6, min_runs=2, max_runs=1000, rel_spread=0.005)
+    result = measure_time(clock.op, timing, CpuTimer(clock=clock))
+    assert result.stopped_by == "stable" and result.stats.n == 10
+    assert result.stats.ci_coverage >= 0.95
+
+
+def test_median_ci_coverage_is_exact_and_checked_by_simulation():
+    import numpy as np
+
+    from harness.measure.stats import median_ci_ranks
+
+    assert median_ci_ranks(2)[2] == 0.5 and median_ci_ranks(5)[2] < 0.95 <= median_ci_ranks(6)[2]
+    rng = np.random.default_rng(0)
+    for n in (6, 10, 25, 200):
+        lo, hi, cov = median_ci_ranks(n)
+        x = np.sort(rng.lognormal(0.0, 0.5, size=(20000, n)), axis=1)
+        hit = ((x[:, lo] <= 1.0) & (x[:, hi] >= 1.0)).mean()  # the true median of lognormal(0, s) is 1
+        assert cov >= 0.95 and abs(hit - cov) < 0.01, (n, hit, cov)
+
+
 def test_repetition_stops_at_the_time_budget():
     # alternating 1 ms / 3 ms never gets a tight median CI; the 20 ms budget ends it
     clock = ScriptedClock([1.0, 3.0] * 500)
@@ -69,7 +93,7 @@ def test_median_ci_brackets_the_median():
     xs = list(range(1, 101))
     lo, hi = median_ci(xs)
     assert lo < 50.5 < hi
-    assert (lo, hi) == (41, 60)
+    assert (lo, hi) == (41, 60)  # normal approximation above 60 samples
     stats = SampleStats.of(xs)
     assert stats.ci_low == lo and stats.ci_high == hi
 

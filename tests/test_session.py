@@ -157,3 +157,47 @@ def test_resume_refuses_a_changed_plan(toy_suite_file, tmp_path):
     (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
     with pytest.raises(SessionError, match="plan has changed"):
         RunSession.resume(tmp_path / "r")
+
+
+def test_rounds_interleave_every_case_and_resume_by_round(toy_suite_file, tmp_path):
+    """--rounds 3: round 2 runs the plan backwards after round 1 has ended; the loaded run has
+    one aggregated record per case whose metrics keep the per-round values; a run cut in round 2
+    resumes with the missing (case, round) pairs only."""
+    from harness.runner import CaseExecutor
+
+    cls = toy(toy_suite_file)
+    cases = [c for c in plan_suite(cls, "quick", "cpu") if c.variant in ("ok", "skips")]
+    session = RunSession(tmp_path / "r3", cases, {"toy": cls}, RunOptions(device="cpu", rounds=3))
+    rs = session.run()
+    order = [(r.variant, r.info["round"]) for r in rs.round_records]
+    assert order == [("ok", 0), ("skips", 0), ("skips", 1), ("ok", 1), ("ok", 2), ("skips", 2)]
+    meta = json.loads((tmp_path / "r3" / "run.json").read_text())
+    assert meta["rounds"] == 3 and meta["threads"] == 1 and meta["threads_source"].startswith("default")
+    loaded = load_results(tmp_path / "r3")
+    assert loaded.rounds == 3 and [r.variant for r in loaded.records] == ["ok", "skips"]
+    ok = loaded.records[0]
+    lat = ok.metrics["latency"]
+    assert len(lat.extra["rounds"]) == 3 and lat.value == sorted(lat.extra["rounds"])[1]
+    assert ok.info["rounds"] == 3 and len(ok.info["stopped_by_rounds"]) == 3
+
+    executor = _InterruptAfter(CaseExecutor({"toy": cls}), 3)
+    cut = RunSession(tmp_path / "cut3", cases, {"toy": cls}, RunOptions(device="cpu", rounds=2, profile="quick", variants=["ok", "skips"]),
+                     executor=executor)
+    with pytest.raises(KeyboardInterrupt):
+        cut.run()
+    resumed = RunSession.resume(tmp_path / "cut3")
+    assert resumed.options.rounds == 2
+    done = resumed.run_remaining()
+    assert sorted((r.variant, r.info["round"]) for r in done.round_records) == [
+        ("ok", 0), ("ok", 1), ("skips", 0), ("skips", 1)]
+
+
+def test_cpu_thread_default_and_hint():
+    from harness.session import cpu_thread_hint, default_cpu_threads
+
+    n, why = default_cpu_threads()
+    assert n >= 1 and "usable cores" in why
+    assert cpu_thread_hint("cpu", 2, cores=2, load=3.5).startswith("hint: 2 torch threads on 2 cores")
+    assert cpu_thread_hint("cpu", 1, cores=2, load=0.2) == ""
+    assert cpu_thread_hint("cpu", 8, cores=16, load=1.0) == ""
+    assert cpu_thread_hint("cuda", 64, cores=2, load=9.0) == ""
