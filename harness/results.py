@@ -144,6 +144,30 @@ class MetricValue(Mapping):
     __hash__ = None  # type: ignore[assignment]  # mutable
 
 
+WIDE_SPREAD = 0.10  # a number whose 95% CI half-width or round spread exceeds this is marked
+
+
+def spread_warning(m: MetricValue) -> str:
+    """Why a measured number is too uncertain to read at face value ("" when it is not): fewer
+    samples than a 95% CI of the median needs, a CI or a spread between rounds wider than
+    WIDE_SPREAD of the value. Values without statistics (quality metrics) are never marked."""
+    from .measure.stats import MIN_CI_SAMPLES
+
+    v = m.finite_value
+    if v is None or m.n is None:
+        return ""
+    if m.n < MIN_CI_SAMPLES:
+        return f"{m.n} sample{'s' if m.n != 1 else ''}: too few for a 95% CI"
+    if isinstance(m.ci_low, (int, float)) and isinstance(m.ci_high, (int, float)) and v:
+        half = (m.ci_high - m.ci_low) / (2 * abs(v))
+        if math.isfinite(half) and half > WIDE_SPREAD:
+            return f"95% CI is +-{half:.0%} of the value"
+    spread = m.extra.get("round_spread")
+    if isinstance(spread, (int, float)) and spread > WIDE_SPREAD:
+        return f"rounds spread +-{spread:.0%} around the value"
+    return ""
+
+
 def metric_value(value: float | None, unit: str, better: str, kind: str, **extra: Any) -> MetricValue:
     """A metric value with optional statistics (``median``, ``iqr``, ``n``, ``samples``...)."""
     return MetricValue.from_dict({"value": value, "unit": unit, "better": better, "kind": kind, **extra})

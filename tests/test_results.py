@@ -123,3 +123,16 @@ def test_records_frame_is_long_with_one_row_per_metric(tmp_path):
     assert lat["param.n"] == 4
     failed = df[df.variant == "b"]
     assert len(failed) == 1 and failed.iloc[0].status == "failed" and pd.isna(failed.iloc[0].metric)
+
+
+def test_spread_warning_marks_numbers_too_uncertain_to_read():
+    from harness.results import metric_value, spread_warning
+
+    def lat(**kw):
+        return metric_value(1.0, "ms", "lower", "time", **kw)
+
+    assert spread_warning(lat(n=1)) == "1 sample: too few for a 95% CI"
+    assert spread_warning(lat(n=30, ci_low=0.99, ci_high=1.01)) == ""
+    assert spread_warning(lat(n=30, ci_low=0.7, ci_high=1.3)) == "95% CI is +-30% of the value"
+    assert "rounds spread" in spread_warning(lat(n=30, ci_low=0.99, ci_high=1.01, round_spread=0.2))
+    assert spread_warning(metric_value(0.9, "", "higher", "quality")) == ""

@@ -1,0 +1,220 @@
+"""How far the regression gate can be trusted on this machine: A/A pairs and a known slowdown.
+
+Runs pairs of ``harness run`` (each with ``--rounds``) and ``harness compare A B`` between them,
+as a nightly job would, under three conditions:
+
+- ``quiet``: A/A pairs of a real suite (default ``attention``, quick profile) on the machine as
+  it is;
+- ``loaded``: the same while a background job the script starts (one CPU-bound process per
+  core, each streaming through a 64 MiB array) competes for the cores; stopped afterwards;
+- ``slowdown``: pairs of a small user suite whose work length is a param, B doing 10% more work
+  in every case (set through an environment variable, so A and B plan the same cases).
+
+For each condition it prints the gate's failures (``harness compare`` exiting 1), the per-case
+false-flag rate (A/A: any case judged slower, faster, worse, better or out of band) or the
+detection rate (slowdown: cases judged slower), and the verdict counts. A benchmark, not a
+test: it takes minutes and its numbers belong to the machine it ran on.
+
+    python scripts/bench_aa.py --pairs 10                      # all three conditions
+    python scripts/bench_aa.py --conditions slowdown --pairs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+FLAGS = ("slower", "faster", "worse", "better", "out-of-band", "no-win")
+SLOWDOWN_ENV = "AA_BENCH_EXTRA_WORK"
+
+SPIN_SUITE = '''"""Work of a given length: a user suite for measuring the gate's detection rate."""
+import os
+
+import torch
+
+from harness import Profile, Suite, Timing, Workload, variant
+
+EXTRA = float(os.environ.get("{env}", "0"))
+
+
+class Spin(Suite):
+    name = "spin"
+    description = "a Python loop and a chain of small tensor ops whose length is a param"
+    grid = {{"length": [1, 2, 4]}}
+    profiles = {{"quick": Profile()}}
+    reference = "loop"
+    timing = Timing(warmup_s=0.05, budget_s=0.5)
+
+    @variant()
+    def loop(self, state, params):
+        n = int(20_000 * params["length"] * (1 + EXTRA))
+
+        def fn():
+            x = 0
+            for i in range(n):
+                x += i
+            return x
+
+        return Workload(fn, flops=0)
+
+    @variant()
+    def tensor(self, state, params):
+        n = int(200 * params["length"] * (1 + EXTRA))
+        t = torch.ones(256)
+
+        def fn():
+            y = t
+            for _ in range(n):
+                y = y * 1.0001
+            return y
+
+        return Workload(fn, flops=0)
+'''
+
+BURNER = """
+import numpy as np
+a = np.ones(8 * 1024 * 1024)
+while True:
+    a = a * 1.0000001 + 1e-9
+"""
+
+
+def harness_cmd() -> list[str]:
+    return [sys.executable, "-m", "harness"]
+
+
+def run_once(out: Path, suite: str, profile: str, rounds: int, threads: int, env: dict) -> float:
+    t0 = time.perf_counter()
+    cmd = harness_cmd() + ["run", suite, "--profile", profile, "--device", "cpu", "--rounds", str(rounds),
+                           "--threads", str(threads), "--quiet", "--no-progress", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode not in (0, 1) or not (out / "records.jsonl").is_file():
+        raise SystemExit(f"bench_aa: harness run failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return time.perf_counter() - t0
+
+
+def compare(a: Path, b: Path, env: dict) -> tuple[int, dict]:
+    proc = subprocess.run(harness_cmd() + ["compare", str(a), str(b), "--format", "json"], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode not in (0, 1):
+        raise SystemExit(f"bench_aa: harness compare failed ({proc.returncode}): {proc.stderr.strip()[-500:]}")
+    return proc.returncode, json.loads(proc.stdout)
+
+
+def case_verdicts(report: dict) -> dict[tuple, list[str]]:
+    """Verdicts of each case (suite, variant, params) over its rows."""
+    out: dict[tuple, list[str]] = {}
+    for row in report["rows"]:
+        key = (row["suite"], row["variant"], json.dumps(row["params"], sort_keys=True))
+        out.setdefault(key, []).append(row["verdict"])
+    return out
+
+
+class Background:
+    """One CPU-bound process per core, streaming through memory, until stopped."""
+
+    def __init__(self, processes: int):
+        self.procs = [subprocess.Popen([sys.executable, "-c", BURNER], stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL) for _ in range(processes)]
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.kill()
+        for p in self.procs:
+            p.wait()
+
+
+def run_condition(name: str, args, work: Path) -> dict:
+    env = dict(os.environ)
+    suite = args.suite
+    profile = args.profile
+    if name == "slowdown":
+        spin = work / "spin_suite.py"
+        spin.write_text(SPIN_SUITE.format(env=SLOWDOWN_ENV))
+        suite, profile = str(spin), "quick"
+    background = Background(os.cpu_count() or 1) if name == "loaded" else None
+    loads, seconds, pairs = [], [], []
+    try:
+        for i in range(args.pairs):
+            a, b = work / f"{name}-{i}-a", work / f"{name}-{i}-b"
+            env_a = {**env, SLOWDOWN_ENV: "0"}
+            env_b = {**env, SLOWDOWN_ENV: str(args.slowdown if name == "slowdown" else 0)}
+            seconds.append(run_once(a, suite, profile, args.rounds, args.threads, env_a))
+            seconds.append(run_once(b, suite, profile, args.rounds, args.threads, env_b))
+            loads.append(os.getloadavg()[0])
+            code, report = compare(a, b, env)
+            per_case = case_verdicts(report)
+            pairs.append({"exit": code, "cases": len(per_case),
+                          "flagged": sum(any(v in FLAGS for v in vs) for vs in per_case.values()),
+                          "slower": sum("slower" in vs for vs in per_case.values()),
+                          "counts": report["summary"]["counts"]})
+            print(f"bench_aa: {name} pair {i + 1}/{args.pairs}: exit {code}, "
+                  f"{pairs[-1]['flagged']}/{pairs[-1]['cases']} cases flagged, load {loads[-1]:.1f}", file=sys.stderr)
+    finally:
+        if background is not None:
+            background.stop()
+    counts: Counter = Counter()
+    for p in pairs:
+        counts.update(p["counts"])
+    return {"condition": name, "suite": suite if name != "slowdown" else "spin (user suite)", "pairs": pairs,
+            "gate_failures": sum(p["exit"] == 1 for p in pairs), "cases": sum(p["cases"] for p in pairs),
+            "flagged": sum(p["flagged"] for p in pairs), "slower": sum(p["slower"] for p in pairs),
+            "verdicts": dict(counts), "load_min": min(loads), "load_max": max(loads),
+            "run_seconds_median": sorted(seconds)[len(seconds) // 2]}
+
+
+def table(results: list[dict], args) -> str:
+    lines = [f"Machine: {os.cpu_count()} cores; {args.pairs} pairs per condition, {args.rounds} rounds per run, "
+             f"--threads {args.threads}; load = 1-minute load average after each pair (min-max).", "",
+             "| condition | suite | pairs | gate failures | cases compared | cases flagged | rate | verdict rows | load | s per run |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if r["condition"] == "slowdown":
+            what = f"{r['slower']} slower"
+            rate = f"detected {r['slower'] / max(1, r['cases']):.1%}"
+            gate = f"{r['gate_failures']} of {len(r['pairs'])} (wanted: all)"
+        else:
+            what = f"{r['flagged']} flagged"
+            rate = f"false flags {r['flagged'] / max(1, r['cases']):.2%}"
+            gate = f"{r['gate_failures']} of {len(r['pairs'])}"
+        verdicts = ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {r['condition']} | {r['suite']} | {len(r['pairs'])} | {gate} | {r['cases']} | {what} | "
+                     f"{rate} | {verdicts} | {r['load_min']:.1f}-{r['load_max']:.1f} | {r['run_seconds_median']:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--pairs", type=int, default=10)
+    ap.add_argument("--suite", default="attention")
+    ap.add_argument("--profile", default="quick")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--slowdown", type=float, default=0.10, help="extra work of B in the slowdown condition")
+    ap.add_argument("--conditions", default="quiet,loaded,slowdown")
+    ap.add_argument("--out", help="keep the run folders and the summary here (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    bad = [c for c in conditions if c not in ("quiet", "loaded", "slowdown")]
+    if bad or args.pairs < 1:
+        print(f"bench_aa: error: unknown condition {bad[0]!r}" if bad else "bench_aa: error: --pairs must be >= 1",
+              file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="bench-aa-") as tmp:
+        work = Path(args.out) if args.out else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        results = [run_condition(c, args, work) for c in conditions]
+        (work / "summary.json").write_text(json.dumps(results, indent=2))
+    print(table(results, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
