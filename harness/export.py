@@ -423,7 +423,7 @@ def _display(grid: Grid, cell_fmt: Callable[[Cell, bool], str], ratio_fmt: Calla
 
 
 def _cells_caption(grid: Grid) -> str:
-    spread = any(c.spread is not None for c in grid.cells())
+    spread = any(_spread_parts(c)[0] for c in grid.cells())
     how = "median ±IQR/median" if spread else "value"
     ref = " (ratio to the reference)" if grid.with_ratio and any(c.ratio is not None for c in grid.cells()) else ""
     return f"Fixed: {_fixed_text(grid.fixed)}. Cells: {how}{ref}."

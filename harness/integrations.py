@@ -51,6 +51,7 @@ def benchmark_stats(samples_s: list[float]) -> dict[str, Any]:
     data = sorted(samples_s)
     n = len(data)
     mean = statistics.mean(samples_s)
+    total = sum(samples_s)
     stddev = statistics.stdev(samples_s) if n > 1 else 0
     q1, q3 = _quartiles(data)
     iqr = q3 - q1
@@ -72,8 +73,8 @@ def benchmark_stats(samples_s: list[float]) -> dict[str, Any]:
         "outliers": f"{stddev_outliers};{iqr_outliers}",
         "ld15iqr": data[0] if n == 1 else data[bisect_left(data, low)],
         "hd15iqr": data[bisect_right(data, high) - 1],
-        "ops": 1 / mean if mean else 0,
-        "total": sum(samples_s),
+        "ops": n / total if total else 0,
+        "total": total,
         "data": list(samples_s),
         "iterations": 1,
     }
