@@ -70,11 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-failures", action="store_true",
                      help="exit 0 even when cases failed, ran out of memory, timed out or crashed")
 
-    ex = sub.add_parser("export", help="render a run folder's tables")
+    ex = sub.add_parser("export", help="render a run folder's tables, or write it for other benchmark tools")
     ex.add_argument("run_dir", metavar="RUN_DIR")
-    ex.add_argument("--format", default="markdown", help="markdown, csv, latex, html or json")
+    ex.add_argument("--format", default="markdown",
+                    help="markdown, csv, latex, html, json, pytest-benchmark or github-action-benchmark")
+    ex.add_argument("--layout", default="metric",
+                    help="tables: 'metric' (one per suite and metric, variants as columns; default) or "
+                         "'suite' (one per suite, metrics as columns)")
     ex.add_argument("--metric", help="only this metric")
     ex.add_argument("--suite", help="only this suite")
+    ex.add_argument("--better", help="github-action-benchmark: the metrics where 'lower' "
+                                     "(customSmallerIsBetter) or 'higher' (customBiggerIsBetter) is better")
+    ex.add_argument("--storage", metavar="DIR", help="pytest-benchmark: write into DIR/<machine-id>/NNNN_<run>.json, "
+                                                     "the layout 'pytest-benchmark compare --storage' reads")
     ex.add_argument("--output", "-o", help="write to this file instead of stdout")
     _add_history_commands(sub, run)
 
@@ -329,8 +337,20 @@ def _finish_run(args, session, results, against) -> int:
 
 
 def cmd_export(args) -> int:
-    if args.format not in export_mod.FORMATS:
-        raise UsageError(f"unknown format {args.format!r}{suggest(args.format, export_mod.FORMATS)}")
+    import json
+
+    from . import integrations
+
+    formats = export_mod.FORMATS + integrations.INTEGRATION_FORMATS
+    if args.format not in formats:
+        raise UsageError(f"unknown format {args.format!r}{suggest(args.format, formats)}")
+    if args.layout not in export_mod.LAYOUTS:
+        raise UsageError(f"unknown layout {args.layout!r}{suggest(args.layout, export_mod.LAYOUTS)}")
+    if args.format == "github-action-benchmark" and args.better not in integrations.GAB_TOOLS:
+        raise UsageError("github-action-benchmark needs --better lower (customSmallerIsBetter) "
+                         "or --better higher (customBiggerIsBetter)")
+    if args.storage and args.format != "pytest-benchmark":
+        raise UsageError("--storage is for --format pytest-benchmark")
     run = load_results(args.run_dir, strict=False)
     for w in run.warnings:
         print(f"harness: warning: {w}", file=sys.stderr)
@@ -340,8 +360,29 @@ def cmd_export(args) -> int:
         known = sorted({m for r in run.records for m in r.metrics})
         if args.metric not in known:
             raise UsageError(f"run has no metric {args.metric!r}{suggest(args.metric, known)}")
-    tables = export_mod.build_tables(run.records, run.suites_meta, metric=args.metric, suite=args.suite)
-    text = export_mod.render(tables, args.format)
+    if args.format in integrations.INTEGRATION_FORMATS:
+        if args.metric or args.suite:
+            run.records = [r for r in run.records if (not args.suite or r.suite == args.suite)]
+            if args.metric:
+                for r in run.records:
+                    r.metrics = {k: m for k, m in r.metrics.items() if k == args.metric}
+        if args.format == "pytest-benchmark":
+            doc, left_out = integrations.pytest_benchmark_json(run)
+            if left_out:
+                print(f"harness: {len(left_out)} case(s) without timing samples left out (pytest-benchmark holds "
+                      f"timings only): " + "; ".join(left_out[:5]) + (" ..." if len(left_out) > 5 else ""),
+                      file=sys.stderr)
+            if args.storage:
+                path = integrations.save_to_storage(doc, run, Path(args.storage))
+                print(f"harness: {len(doc['benchmarks'])} benchmarks written to {path}", file=sys.stderr)
+                return EXIT_OK
+        else:
+            doc, tool = integrations.github_action_benchmark_json(run, args.better)
+            print(f"harness: {len(doc)} entries for github-action-benchmark's tool '{tool}'", file=sys.stderr)
+        text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
+    else:
+        tables = export_mod.build_tables(run, metric=args.metric, suite=args.suite)
+        text = export_mod.render(tables, args.format, layout=args.layout)
     if args.output:
         write_output(args.output, text)
     else:
