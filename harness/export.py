@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .results import Record, ResultSet, json_safe
+from .results import Record, ResultSet, json_safe, spread_warning
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 LAYOUTS = ("metric", "suite")
@@ -47,6 +47,14 @@ def cell_marks(results: ResultSet | None, record: Record, metric: str) -> list[M
     if record.info.get("valid") is False:
         marks.append(Mark("†", "not valid", str(record.info.get("valid_reason") or "no reason recorded"),
                           r"\textsuperscript{\dag}"))
+    m = record.metrics.get(metric)
+    wide = spread_warning(m) if m is not None and record.status == "ok" else ""
+    if wide:
+        marks.append(Mark("~", "spread too wide to read", wide, r"\textsuperscript{$\sim$}"))
+    if results is not None:
+        broken = [v for v in results.band_violations(record) if v.split(" ", 1)[0] == metric]
+        if broken:
+            marks.append(Mark("§", "outside its quality band", "; ".join(broken), r"\textsuperscript{\S}"))
     return marks
 
 
@@ -333,7 +341,10 @@ def _notes(cells: Iterable[Cell], skipped: dict[str, str]) -> list[str]:
     for cell in cells:
         for mark in cell.marks:
             by_symbol.setdefault((mark.symbol, mark.title), set()).add(mark.detail)
-    notes += [f"{sym} {head}: " + "; ".join(sorted(details)) for (sym, head), details in by_symbol.items()]
+    for (sym, head), details in by_symbol.items():
+        shown = sorted(details)
+        more = f"; and {len(shown) - 5} more" if len(shown) > 5 else ""
+        notes.append(f"{sym} {head}: " + "; ".join(shown[:5]) + more)
     return notes
 
 

@@ -219,6 +219,8 @@ def github_action_benchmark_json(rs: ResultSet, better: str) -> tuple[list[dict[
                      f"run: {rs.run_id}"]
             if m.n is not None:
                 extra.append(f"n: {m.n}")
+            if len(m.extra.get("rounds") or []) > 1:
+                extra.append(f"rounds: {len(m.extra['rounds'])}")
             if m.iqr is not None:
                 extra.append(f"IQR: {m.iqr:.6g} {m.unit}".rstrip())
             if r.info.get("valid") is False:

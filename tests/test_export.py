@@ -23,7 +23,7 @@ META = {"s": {"reference": "base", "metrics": {"latency": {"unit": "ms", "better
 def rec(variant, n, value, status="ok", **params):
     metrics = {}
     if status == "ok":
-        metrics = {"latency": metric_value(value, "ms", "lower", "time", median=value, iqr=value / 10, n=5),
+        metrics = {"latency": metric_value(value, "ms", "lower", "time", median=value, iqr=value / 10, n=30),
                    "err": metric_value(value / 1000, "", "lower", "quality")}
     return Record("s", variant, {"n": n, "dtype": "float32", **params}, "cpu", status,
                   reason="needs a CUDA device" if status == "skipped" else ("boom" if status == "failed" else ""),
@@ -76,7 +76,7 @@ def test_csv_is_full_precision_and_wide():
     rows = list(csv.DictReader(io.StringIO(text)))
     assert [r["n"] for r in rows] == ["128", "256", "512"]
     assert rows[0]["fast"] == "1.0" and rows[0]["fast:ratio"] == "0.5" and rows[0]["fast:status"] == "ok"
-    assert rows[0]["fast:n"] == "5" and rows[0]["fast:spread"] == "0.1"
+    assert rows[0]["fast:n"] == "30" and rows[0]["fast:spread"] == "0.1"
     assert rows[1]["fast:status"] == "failed" and rows[1]["fast"] == ""
     assert float(rows[2]["base"]) == 1 / 3  # never rounded
 
@@ -164,7 +164,7 @@ def special_tables():
     for variant, value in (("base_1", 2.0), ("50%_off&more", 1.0)):
         for size in ("x~y", "p^q"):
             records.append(Record(SPECIAL, variant, {"size#": size, "k{1}": "$v\\"}, "cpu", "ok", metrics={
-                "latency": metric_value(value, "ms", "lower", "time", median=value, iqr=value / 10, n=5)}))
+                "latency": metric_value(value, "ms", "lower", "time", median=value, iqr=value / 10, n=30)}))
     records.append(Record(SPECIAL, "broken_one", {"size#": "x~y", "k{1}": "$v\\"}, "cpu", "failed", reason="50% & #1"))
     throttled = records[1]
     throttled.info = {"valid": False, "valid_reason": "clock_fell to 50% & ~"}
@@ -256,10 +256,15 @@ def test_pytest_benchmark_export_round_trips_through_compare(tmp_path, capsys):
     assert doc["commit_info"]["id"] == "abc" and doc["machine_info"]["processor"] == "Test CPU 9000"
     bench = next(b for b in doc["benchmarks"] if b["name"] == "base[n=256]")
     assert bench["group"] == "toy" and bench["params"] == {"variant": "base", "n": 256}
-    assert bench["extra_info"]["peak_memory"] == {"value": 16.0, "unit": "MiB", "better": "lower", "kind": "memory"}
+    peak = bench["extra_info"]["peak_memory"]
+    assert {k: peak[k] for k in ("value", "unit", "better", "kind")} == {"value": 16.0, "unit": "MiB", "better": "lower",
+                                                                       "kind": "memory"}
+    assert peak["rounds"] == [16.0, 16.0, 16.0]  # the run made 3 rounds
     assert bench["extra_info"]["accuracy"]["value"] == 0.9 and "samples" not in bench["extra_info"]["harness_latency"]
-    samples_ms = next(r for r in read_records(second) if r.variant == "base" and r.params == {"n": 256}
-                      ).metrics["latency"].samples
+    from harness.results import load_results
+
+    samples_ms = next(r for r in load_results(second).records if r.variant == "base" and r.params == {"n": 256}
+                      ).metrics["latency"].samples  # every round's samples, pooled
     assert bench["stats"]["data"] == [v * 1e-3 for v in samples_ms]  # seconds, from the raw samples
     assert bench["stats"]["median"] == pytest.approx(float(np.median(samples_ms)) * 1e-3)
 
@@ -287,7 +292,7 @@ def test_github_action_benchmark_covers_time_memory_and_quality(tmp_path, capsys
     lat = next(e for e in lower if e["name"] == "toy/base[n=64]/latency")
     assert set(lat) == {"name", "unit", "value", "range", "extra"} and lat["unit"] == "ms"
     assert lat["range"].startswith("± ") and float(lat["range"][2:]) > 0
-    assert "n: 30" in lat["extra"] and "device: cpu (Test CPU 9000)" in lat["extra"]
+    assert "n: 90" in lat["extra"] and "rounds: 3" in lat["extra"] and "device: cpu (Test CPU 9000)" in lat["extra"]
     mem = next(e for e in lower if e["name"] == "toy/base[n=64]/peak_memory")
     assert mem["value"] == 4.0 and mem["unit"] == "MiB" and "range" not in mem
 
@@ -311,3 +316,23 @@ def test_export_layout_option(tmp_path, capsys):
 
     code, out, _ = _export(capsys, standard_run(tmp_path / "run"), "--layout", "suite")
     assert code == 0 and "| n | variant | latency [ms] | latency / base | throughput [items/s] |" in out
+
+
+def test_wide_spread_and_quality_band_marks(tmp_path):
+    """A latency of 3 samples and one with a wide CI carry '~'; a variant outside its quality
+    band carries '§' on that metric; each mark's footnote says why."""
+    from harness.results import ResultSet
+
+    def r(variant, n_samples, ci, err):
+        m = {"latency": metric_value(1.0, "ms", "lower", "time", median=1.0, iqr=0.01, n=n_samples,
+                                     ci_low=1 - ci, ci_high=1 + ci),
+             "err": metric_value(err, "", "lower", "quality")}
+        return Record("s", variant, {"n": 1}, "cpu", "ok", metrics=m)
+
+    meta = {"s": {**META["s"], "grid": {"n": [1]}, "bands": [{"metric": "err", "max": 0.01}]}}
+    rs = ResultSet("run x", "run", [r("base", 30, 0.01, 0.001), r("fast", 3, 0.01, 0.5), r("approx", 30, 0.3, 0.002)],
+                   {"device": "cpu"}, {"suites": meta})
+    text = render(build_tables(rs, meta), "markdown")
+    assert "| 1 ±1.0% (1.00x) | 1 ±1.0% (1.00x) ~ | 1 ±1.0% (1.00x) ~ |" in text
+    assert "~ spread too wide to read: 3 samples: too few for a 95% CI; 95% CI is +-30% of the value" in text
+    assert "0.5 §" in text and "§ outside its quality band: err 0.5 outside the band (<= 0.01)" in text
