@@ -21,8 +21,8 @@ setup: $(STAMP)
 quick: setup
 	$(BIN)/harness run --profile quick --device auto
 
-# The browser test also needs Debian's chromium and asv's web libraries (installed when
-# possible; the test skips with the reason otherwise).
+# The browser test also needs Debian's chromium, the LaTeX export test pdflatex, and asv's
+# web libraries (installed when possible; those tests skip with the reason otherwise).
 test: setup
 	bash scripts/install-browser.sh
 	$(BIN)/python -m pytest

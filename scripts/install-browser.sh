@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install Debian's chromium (headless browser for tests/test_browser.py) when it is missing,
+# Install Debian's chromium (headless browser for tests/test_browser.py) and pdflatex
+# (texlive-latex-base, which compiles the LaTeX export in tests/test_export.py) when missing,
 # and fetch the JavaScript libraries asv's HTML loads from CDNs (jQuery, flot, bootstrap...)
 # from the npm registry into .cache/asv-web/, so `python -m harness.asv_html HTML_DIR`
 # can make the published asv pages work without internet access.
@@ -61,10 +62,18 @@ find_browser() {
     return 1
 }
 
+packages=()
 if path=$(find_browser); then
     echo "install-browser: found $path"
-    exit 0
+else
+    packages+=(chromium fonts-dejavu-core)
 fi
+if command -v pdflatex >/dev/null 2>&1; then
+    echo "install-browser: found $(command -v pdflatex)"
+else
+    packages+=(texlive-latex-base)
+fi
+[ "${#packages[@]}" -eq 0 ] && exit 0
 
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "install-browser: no apt-get on this machine; install chromium by hand to run the browser test" >&2
@@ -76,21 +85,21 @@ if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
         SUDO="sudo -n"
     else
-        echo "install-browser: not root and no password-less sudo; cannot install chromium" >&2
+        echo "install-browser: not root and no password-less sudo; cannot install ${packages[*]}" >&2
         exit 0
     fi
 fi
 
 export DEBIAN_FRONTEND=noninteractive
-echo "install-browser: installing Debian's chromium with apt-get"
+echo "install-browser: installing ${packages[*]} with apt-get"
 if ! $SUDO apt-get update -qq >/dev/null; then
-    echo "install-browser: apt-get update failed; chromium not installed" >&2
+    echo "install-browser: apt-get update failed; ${packages[*]} not installed" >&2
     exit 0
 fi
-if ! $SUDO apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; then
-    echo "install-browser: apt-get install chromium failed; chromium not installed" >&2
-    exit 0
-fi
+for pkg in "${packages[@]}"; do  # one at a time: a package the archive lacks costs only itself
+    $SUDO apt-get install -y -qq --no-install-recommends "$pkg" >/dev/null \
+        || echo "install-browser: apt-get install $pkg failed" >&2
+done
 
 if path=$(find_browser); then
     echo "install-browser: installed $path"
