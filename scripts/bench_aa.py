@@ -50,7 +50,7 @@ class Spin(Suite):
     grid = {{"length": [1, 2, 4]}}
     profiles = {{"quick": Profile()}}
     reference = "loop"
-    timing = Timing(warmup_s=0.05, budget_s=0.5)
+    timing = Timing(warmup_s=0.05, budget_s=1.0, rel_spread=0.01)
 
     @variant()
     def loop(self, state, params):
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--suite", default="attention")
     ap.add_argument("--profile", default="quick")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--slowdown", type=float, default=0.10, help="extra work of B in the slowdown condition")
     ap.add_argument("--conditions", default="quiet,loaded,slowdown")
