@@ -34,9 +34,11 @@ budget before the median was stable, fewer samples than a 95% CI needs) is at mo
 
 Memory, quality and count metrics are deterministic for a seeded suite: past the threshold,
 their verdict stands unless their rounds overlap. Measured on synthetic rounds (log-normal
-noise per round, 20000 trials, tests/test_compare.py): with 3 rounds a side and 1% noise per
-round, an A/A pair is flagged in 0% of cases and a 10% slowdown in 100%; with 2% noise, 0.4%
-and 97%; with 5% noise, 4% and 39% (the rest ``noisy``): a noisier machine needs more rounds.
+noise per round, 40000 trials; tests/test_compare.py checks the 3-round figures): with 3
+rounds a side, an A/A pair is flagged in 0% of cases at 1% noise per round, 0.34% at 2% and
+4% at 5%, and a 10% slowdown is found in 100%, 96% and 39%; with 5 rounds a side, 0%, 0.005%
+and 0.2% flagged, 100%, 95% and 16% found (the rest ``noisy``). A noisier machine needs more
+rounds, and there a verdict of ``noisy`` is the honest answer.
 """
 
 from __future__ import annotations
