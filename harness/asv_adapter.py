@@ -19,8 +19,10 @@ peak_memory, tflops, throughput and the suite's own). Each function's ``benchmar
   the working folder that asv's ``setup_cache`` gives every benchmark of a run, and each
   ``track_`` function takes the oldest record it has not used yet, measuring a new one only
   when it has used them all.
-- **Version.** ``Suite.spec_hash()``: editing a comment keeps the history, changing the
-  workload (grid, profiles, variants, code) starts a new one.
+- **Version.** ``Suite.benchmark_version()``: what is measured (declaration, inputs, metric
+  definitions, the suite's ``version`` attribute), not how a variant does it: editing a
+  variant keeps every graph's history and shows as a step in the edited variant's graph;
+  changing the grid, the inputs or a metric starts a new history.
 - **Direction.** asv takes lower as better. A higher-is-better metric (TFLOP/s, throughput,
   mAP) is given to asv as its reciprocal, ``1 / value``, with the reciprocal unit
   (``TFLOP/s`` -> ``s/TFLOP``, ``tokens/s`` -> ``s/tokens``): a drop in TFLOP/s is a rise in
@@ -224,7 +226,7 @@ def benchmark_class(cls) -> type:
     namespace: dict[str, Any] = {"__doc__": f"asv benchmarks of the suite {cls.suite_name()!r}: {cls.description}"}
     try:
         lay = layout(cls)
-        version = cls.spec_hash()
+        version = cls.benchmark_version()
     except Exception as exc:  # a broken declaration: asv shows the benchmark failing with the reason
         track = _make_failing_track(f"{type(exc).__name__}: {exc}")
         track.__name__ = "track_latency"

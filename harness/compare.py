@@ -63,6 +63,10 @@ KINDS = METRIC_KINDS
 FORMATS = ("markdown", "json", "csv")
 # Rates the engine derives from the latency: one measurement, so no verdict of their own.
 DERIVED_FROM_LATENCY = ("tflops", "throughput", "pct_of_peak")
+# From this many rounds a side, time verdicts use the robust rule (medians, interquartile
+# spreads) that tolerates a minority of rounds caught in a slow state of the machine.
+ROBUST_ROUNDS = 5
+ROBUST_Z = 3.0
 # Where the two sides' environments differ in these, timings may differ for that reason alone.
 ENVIRONMENT_KEYS = (("torch", "torch"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("driver", "driver"),
                     ("gpu_name", "GPU"), ("device_name", "device"), ("cpu", "CPU"), ("torch_threads", "threads"),
@@ -260,6 +264,8 @@ def judge(a: Evidence, b: Evidence, better: str, kind: str, options: CompareOpti
     if untrusted:
         side = "A" if a.untrusted else "B"
         return "noisy", ratio, f"{side}: {untrusted}", None
+    if min(len(a.rounds), len(b.rounds)) >= ROBUST_ROUNDS and min(a.rounds + b.rounds) > 0:
+        return _judge_many_rounds(a, b, ratio, change, threshold, word)
     spreads = [x for x in (_log_range(a.rounds), _log_range(b.rounds)) if x is not None]
     if not spreads:  # one round a side: the noise between runs is unknown
         apart = a.ci is not None and b.ci is not None and (b.ci[0] > a.ci[1] or a.ci[0] > b.ci[1])
@@ -271,6 +277,28 @@ def judge(a: Evidence, b: Evidence, better: str, kind: str, options: CompareOpti
     noise = max(spreads + [_rel_ci(a), _rel_ci(b)])
     if overlap:
         return "noisy", ratio, "the rounds of A and B overlap", math.expm1(noise)
+    if change <= noise:
+        return "noisy", ratio, f"the change is within the noise between rounds ({math.expm1(noise):.1%})", math.expm1(noise)
+    return word, ratio, "", math.expm1(noise)
+
+
+def _judge_many_rounds(a: Evidence, b: Evidence, ratio: float, change: float, threshold: float,
+                       word: str) -> tuple[str, float | None, str, float | None]:
+    """Five or more rounds a side: robust to a minority of rounds caught in a slow machine state.
+
+    The change of the medians of the rounds must exceed ROBUST_Z standard errors (each side's
+    spread from its interquartile range, as a normal scale, the median's standard error
+    1.2533 s / sqrt(R)), and the middle halves of the two sides' rounds must not overlap.
+    """
+    import numpy as np
+
+    la, lb = np.log(a.rounds), np.log(b.rounds)
+    qa, qb = np.quantile(la, [0.25, 0.75]), np.quantile(lb, [0.25, 0.75])
+    sa, sb = (qa[1] - qa[0]) / 1.349, (qb[1] - qb[0]) / 1.349
+    se = 1.2533 * math.sqrt(sa**2 / len(la) + sb**2 / len(lb))
+    noise = max(ROBUST_Z * se, _rel_ci(a), _rel_ci(b))
+    if qb[0] <= qa[1] and qa[0] <= qb[1]:
+        return "noisy", ratio, "the middle halves of the rounds of A and B overlap", math.expm1(noise)
     if change <= noise:
         return "noisy", ratio, f"the change is within the noise between rounds ({math.expm1(noise):.1%})", math.expm1(noise)
     return word, ratio, "", math.expm1(noise)

@@ -483,7 +483,9 @@ def _aggregate_case(group: list[Record]) -> Record:
     stops = [r.info.get("stopped_by") for r in ok if r.info.get("stopped_by")]
     if stops:
         info["stopped_by_rounds"] = stops
-        info["stopped_by"] = "budget" if "budget" in stops else stops[0]
+        # the case stopped on its budget when most rounds did; a stray round does not decide
+        info["stopped_by"] = "budget" if 2 * stops.count("budget") > len(stops) else "stable" if "stable" in stops \
+            else stops[0]
     info.pop("round", None)
     return Record(first.suite, first.variant, dict(first.params), first.device, "ok", first.reason, metrics,
                   first.run_id, first.started_at, sum(r.duration_s for r in group), info)

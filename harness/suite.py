@@ -318,6 +318,9 @@ class Suite:
     metrics: list[Metric] = []
     bands: list[Band] = []  # quality bands variants must stay in (see Band)
     timing: Timing = Timing()
+    # bump when the inputs change in a way benchmark_version() cannot see (data read from a file,
+    # a helper that prepare() calls): a new version starts a new history in asv
+    version: str = ""
     seed: int = 0  # seeds Python, NumPy and torch before prepare() and before each variant
 
     # Filled in by __init_subclass__.
@@ -404,6 +407,7 @@ class Suite:
             "reference": cls.reference,
             "description": cls.description,
             "spec_hash": cls.spec_hash(),
+            "benchmark_version": cls.benchmark_version(),
             "variants": list(cls._variants),
             "bands": [b.to_dict() for b in cls.bands],
             "grid": {k: list(v) for k, v in cls.grid.items()},
@@ -451,6 +455,38 @@ class Suite:
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
+    @classmethod
+    def benchmark_version(cls) -> str:
+        """A hash of what is measured, not of how a variant does it: asv's benchmark version.
+
+        Built from the declaration (name, grid, profiles, variant names with their needs and
+        params, metric units, directions and kinds, quality bands, timing settings, seed), the
+        source of ``prepare`` and ``evaluate`` (comments and docstrings stripped) and the class
+        attribute ``version``. Editing a variant, or a function only variants call, keeps it:
+        that change is what a benchmark's history exists to show.
+        """
+        parts = {
+            "name": cls.suite_name(),
+            "grid": {k: list(map(repr, v)) for k, v in cls.grid.items()},
+            "profiles": {
+                k: {"grid": {g: list(map(repr, v)) for g, v in p.grid.items()}, "variants": p.variants,
+                    "timing": repr(p.timing)}
+                for k, p in cls.profiles.items()
+            },
+            "variants": {
+                n: {"requires": s.requires, "packages": s.packages, "params": {k: list(map(repr, v)) for k, v in s.params.items()}}
+                for n, s in cls._variants.items()
+            },
+            "metrics": {n: [m.unit, m.better, m.kind] for n, m in cls.metric_specs().items()},
+            "bands": [b.to_dict() for b in cls.bands],
+            "timing": repr(cls.timing),
+            "seed": cls.seed,
+            "inputs": [_method_fingerprint(cls, name) for name in ("prepare", "evaluate")],
+            "version": cls.version,
+        }
+        blob = json.dumps(parts, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
     # ----------------------------------------------------------------- to override
     def prepare(self, params: Mapping[str, Any], device: str) -> Any:
         """Build the inputs shared by every variant at one grid point (seeded)."""
@@ -463,6 +499,28 @@ class Suite:
     def wants_output(self, variant: str) -> bool:
         """Whether ``evaluate`` needs the operation's output for this variant."""
         return type(self).evaluate is not Suite.evaluate
+
+
+def _method_fingerprint(cls: type, name: str) -> str:
+    """Source of the method ``name`` as ``cls`` resolves it, comments and docstrings stripped."""
+    import ast
+
+    fn = getattr(cls, name, None)
+    try:
+        src = inspect.getsource(fn)
+    except (OSError, TypeError):
+        return ""
+    try:
+        tree = ast.parse(inspect.cleandoc("\n" + src) if src.startswith((" ", "\t")) else src)
+    except SyntaxError:
+        return src
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
+            getattr(body[0], "value", None), ast.Constant
+        ) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False)
 
 
 def _code_fingerprint(cls: type) -> str:

@@ -8,7 +8,8 @@ as a nightly job would, under three conditions:
 - ``loaded``: the same while a background job the script starts (one CPU-bound process per
   core, each streaming through a 64 MiB array) competes for the cores; stopped afterwards;
 - ``slowdown``: pairs of a small user suite whose work length is a param, B doing 10% more work
-  in every case (set through an environment variable, so A and B plan the same cases).
+  in every case (set through an environment variable, so A and B plan the same cases);
+- ``spin-aa``: A/A pairs of that user suite, with the rounds of the slowdown condition.
 
 For each condition it prints the gate's failures (``harness compare`` exiting 1), the per-case
 false-flag rate (A/A: any case judged slower, faster, worse, better or out of band) or the
@@ -50,7 +51,7 @@ class Spin(Suite):
     grid = {{"length": [1, 2, 4]}}
     profiles = {{"quick": Profile()}}
     reference = "loop"
-    timing = Timing(warmup_s=0.05, budget_s=1.0, rel_spread=0.01)
+    timing = Timing(warmup_s=0.03, budget_s=0.15, rel_spread=0.01)
 
     @variant()
     def loop(self, state, params):
@@ -135,10 +136,11 @@ def run_condition(name: str, args, work: Path) -> dict:
     env = dict(os.environ)
     suite = args.suite
     profile = args.profile
-    if name == "slowdown":
+    rounds = args.rounds
+    if name in ("slowdown", "spin-aa"):
         spin = work / "spin_suite.py"
         spin.write_text(SPIN_SUITE.format(env=SLOWDOWN_ENV))
-        suite, profile = str(spin), "quick"
+        suite, profile, rounds = str(spin), "quick", args.spin_rounds
     background = Background(os.cpu_count() or 1) if name == "loaded" else None
     loads, seconds, pairs = [], [], []
     try:
@@ -146,8 +148,8 @@ def run_condition(name: str, args, work: Path) -> dict:
             a, b = work / f"{name}-{i}-a", work / f"{name}-{i}-b"
             env_a = {**env, SLOWDOWN_ENV: "0"}
             env_b = {**env, SLOWDOWN_ENV: str(args.slowdown if name == "slowdown" else 0)}
-            seconds.append(run_once(a, suite, profile, args.rounds, args.threads, env_a))
-            seconds.append(run_once(b, suite, profile, args.rounds, args.threads, env_b))
+            seconds.append(run_once(a, suite, profile, rounds, args.threads, env_a))
+            seconds.append(run_once(b, suite, profile, rounds, args.threads, env_b))
             loads.append(os.getloadavg()[0])
             code, report = compare(a, b, env)
             per_case = case_verdicts(report)
@@ -163,7 +165,8 @@ def run_condition(name: str, args, work: Path) -> dict:
     counts: Counter = Counter()
     for p in pairs:
         counts.update(p["counts"])
-    return {"condition": name, "suite": suite if name != "slowdown" else "spin (user suite)", "pairs": pairs,
+    return {"condition": name, "suite": "spin (user suite)" if name in ("slowdown", "spin-aa") else suite,
+            "rounds": rounds, "pairs": pairs,
             "gate_failures": sum(p["exit"] == 1 for p in pairs), "cases": sum(p["cases"] for p in pairs),
             "flagged": sum(p["flagged"] for p in pairs), "slower": sum(p["slower"] for p in pairs),
             "verdicts": dict(counts), "load_min": min(loads), "load_max": max(loads),
@@ -171,10 +174,11 @@ def run_condition(name: str, args, work: Path) -> dict:
 
 
 def table(results: list[dict], args) -> str:
-    lines = [f"Machine: {os.cpu_count()} cores; {args.pairs} pairs per condition, {args.rounds} rounds per run, "
+    lines = [f"Machine: {os.cpu_count()} cores; {args.pairs} pairs per condition, "
              f"--threads {args.threads}; load = 1-minute load average after each pair (min-max).", "",
-             "| condition | suite | pairs | gate failures | cases compared | cases flagged | rate | verdict rows | load | s per run |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| condition | suite | rounds | pairs | gate failures | cases compared | cases flagged | rate | verdict rows "
+             "| load | s per run |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if r["condition"] == "slowdown":
             what = f"{r['slower']} slower"
@@ -185,7 +189,7 @@ def table(results: list[dict], args) -> str:
             rate = f"false flags {r['flagged'] / max(1, r['cases']):.2%}"
             gate = f"{r['gate_failures']} of {len(r['pairs'])}"
         verdicts = ", ".join(f"{k} {v}" for k, v in sorted(r["verdicts"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"| {r['condition']} | {r['suite']} | {len(r['pairs'])} | {gate} | {r['cases']} | {what} | "
+        lines.append(f"| {r['condition']} | {r['suite']} | {r['rounds']} | {len(r['pairs'])} | {gate} | {r['cases']} | {what} | "
                      f"{rate} | {verdicts} | {r['load_min']:.1f}-{r['load_max']:.1f} | {r['run_seconds_median']:.0f} |")
     return "\n".join(lines)
 
@@ -195,14 +199,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=10)
     ap.add_argument("--suite", default="attention")
     ap.add_argument("--profile", default="quick")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=5, help="rounds per run of the real suite")
+    ap.add_argument("--spin-rounds", type=int, default=15, help="rounds per run of the user suite")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--slowdown", type=float, default=0.10, help="extra work of B in the slowdown condition")
-    ap.add_argument("--conditions", default="quiet,loaded,slowdown")
+    ap.add_argument("--conditions", default="quiet,loaded,slowdown,spin-aa")
     ap.add_argument("--out", help="keep the run folders and the summary here (default: a temporary folder)")
     args = ap.parse_args(argv)
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
-    bad = [c for c in conditions if c not in ("quiet", "loaded", "slowdown")]
+    bad = [c for c in conditions if c not in ("quiet", "loaded", "slowdown", "spin-aa")]
     if bad or args.pairs < 1:
         print(f"bench_aa: error: unknown condition {bad[0]!r}" if bad else "bench_aa: error: --pairs must be >= 1",
               file=sys.stderr)

@@ -130,3 +130,43 @@ def test_spec_hash_ignores_comments_but_not_workload(tmp_path, write_suite):
     h1, h2, h3 = (suites_in_module(import_file(p))[0].spec_hash() for p in (p1, p2, p3))
     assert h1 == h2
     assert h1 != h3
+
+
+def test_benchmark_version_tracks_what_is_measured_not_variant_code(tmp_path):
+    """Editing a variant (or a function only variants call) keeps asv's benchmark version;
+    changing the grid, the inputs (prepare), a metric or the version attribute changes it."""
+    from harness.registry import discover
+
+    base = '''
+from harness import Metric, Profile, Suite, Workload, variant
+
+def helper(x):
+    return x + {k}
+
+class V(Suite):
+    name = "v"
+    grid = {{"n": {grid}}}
+    profiles = {{"quick": Profile()}}
+    metrics = [Metric("err", "{unit}", "lower")]
+    version = "{version}"
+
+    def prepare(self, params, device):
+        return params["n"] * {scale}
+
+    @variant()
+    def a(self, state, params):
+        return Workload(lambda: helper(state) * {factor})
+'''
+    defaults = dict(k=1, grid=[1, 2], unit="", version="", scale=1, factor=1)
+
+    def version(i, **changes):
+        path = tmp_path / f"v{i}.py"
+        path.write_text(base.format(**{**defaults, **changes}))
+        return discover(extra=[path], builtin=False).get("v").benchmark_version()
+
+    v0 = version(0)
+    assert version(1, k=5) == v0 and version(2, factor=3) == v0  # implementations
+    assert version(3, grid=[1, 2, 4]) != v0
+    assert version(4, scale=2) != v0  # inputs
+    assert version(5, unit="%") != v0
+    assert version(6, version="inputs-v2") != v0
