@@ -20,7 +20,7 @@ peak_memory, tflops, throughput and the suite's own). Each function's ``benchmar
   ``track_`` function takes the oldest record it has not used yet, measuring a new one only
   when it has used them all.
 - **Version.** ``Suite.benchmark_version()``: what is measured (declaration, inputs, metric
-  definitions, the suite's ``version`` attribute), not how a variant does it: editing a
+  definitions, the suite's ``inputs_version`` attribute), not how a variant does it: editing a
   variant keeps every graph's history and shows as a step in the edited variant's graph;
   changing the grid, the inputs or a metric starts a new history.
 - **Direction.** asv takes lower as better. A higher-is-better metric (TFLOP/s, throughput,

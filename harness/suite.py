@@ -320,7 +320,7 @@ class Suite:
     timing: Timing = Timing()
     # bump when the inputs change in a way benchmark_version() cannot see (data read from a file,
     # a helper that prepare() calls): a new version starts a new history in asv
-    version: str = ""
+    inputs_version: str = ""
     seed: int = 0  # seeds Python, NumPy and torch before prepare() and before each variant
 
     # Filled in by __init_subclass__.
@@ -482,7 +482,7 @@ class Suite:
             "timing": repr(cls.timing),
             "seed": cls.seed,
             "inputs": [_method_fingerprint(cls, name) for name in ("prepare", "evaluate")],
-            "version": cls.version,
+            "version": cls.inputs_version,
         }
         blob = json.dumps(parts, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,10 +1,12 @@
 """A temporary git repository holding a copy of the project, benchmarked by real asv.
 
 Shared by tests/test_asv.py and tests/test_browser.py: :func:`asv_project` builds it once per
-test session. Commit 1 is the project plus a small probe suite; commit 2 injects a regression
-into the code the probe suite calls (not into the suite file, so the suite's spec hash, asv's
-benchmark version, stays the same and asv compares the two commits). ``asv run
---python=same`` records both commits, ``asv publish`` writes the HTML.
+test session. Commit 1 is the project plus a small probe suite of two variants; commit 2
+edits one variant's implementation in the suite file so that it is 3x slower (and lowers the
+score it reports): asv's benchmark version stays, so the edited variant's graph keeps its
+history and shows the step; commit 3 changes the grid, which starts a new history. ``asv run
+--python=same`` records each commit (the third for the probe suite only), ``asv publish``
+writes the HTML.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from harness.paths import PROJECT_ROOT
 
 MACHINE = "asv-test-box"
 # One attention case (every quick-profile metric) and the probe suite's one case.
-ASV_PARAM = "variant=softmax,sleep;causal=false;pass=forward;inputs=gaussian"
+ASV_PARAM = "variant=softmax,sleep,steady;causal=false;pass=forward;inputs=gaussian"
 
 PROBE_SUITE = '''"""Probe suite for the asv tests: sleeps, reports a higher-is-better score, logs each build."""
 
@@ -28,11 +30,12 @@ import os
 from harness import Metric, Profile, Suite, Timing, Workload, variant
 from suites.common import asvprobe_op
 
+GRID = [2]
 
 class AsvProbe(Suite):
     name = "asvprobe"
     description = "sleeps for a configured time (asv test probe)"
-    grid = {"size": [2]}
+    grid = {"size": GRID}
     profiles = {"quick": Profile(timing=Timing(warmup_s=0.0, budget_s=0.05, min_runs=5, max_runs=20)),
                 "default": Profile()}
     metrics = [Metric("score", "", "higher", "a quality score, higher is better", ratio=False)]
@@ -43,8 +46,13 @@ class AsvProbe(Suite):
         if log:
             with open(log, "a") as fh:
                 fh.write(f"size={params['size']}\\n")
-        return Workload(lambda: asvprobe_op.work(params["size"]), flops=0, items=params["size"],
+        factor = 1
+        return Workload(lambda: asvprobe_op.work(params["size"] * factor), flops=0, items=params["size"],
                         metrics={"score": asvprobe_op.SCORE})
+
+    @variant()
+    def steady(self, state, params):
+        return Workload(lambda: asvprobe_op.work(params["size"]), flops=0, items=params["size"])
 '''
 
 PROBE_OP = '''"""The operation the probe suite times."""
@@ -110,6 +118,12 @@ def _git(root: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
 
 
+def _graph(root: Path, benchmark: str) -> str:
+    """The published graph of ``benchmark`` on this machine's branch (JSON text)."""
+    (path,) = (root / ".asv" / "html" / "graphs" / "branch-main").rglob(f"{benchmark}.json")
+    return path.read_text()
+
+
 _BUILT: dict[str, AsvProject] = {}
 
 
@@ -120,7 +134,8 @@ def asv_project(base: Path) -> AsvProject:
     root = base / "project"
     root.mkdir(parents=True)
     _copy_project(root)
-    (root / "suites" / "asvprobe.py").write_text(PROBE_SUITE)
+    suite = root / "suites" / "asvprobe.py"
+    suite.write_text(PROBE_SUITE)
     op = root / "suites" / "common" / "asvprobe_op.py"
     op.write_text(PROBE_OP.format(delay=0.002, score=0.9))
     home = base / "home"
@@ -141,11 +156,21 @@ def asv_project(base: Path) -> AsvProject:
     outputs = {"machine": run([asv, "machine", "--yes", "--machine", MACHINE], root, env)}
     outputs["run1"] = run([asv, "run", "--python=same", "--set-commit-hash", commits[0], "--machine", MACHINE,
                            "--show-stderr"], root, env)
-    op.write_text(PROBE_OP.format(delay=0.006, score=0.6))  # 3x slower, score down by a third
-    _git(root, "commit", "-q", "-am", "slower probe operation")
+    # one variant's implementation 3x slower, its score down by a third
+    suite.write_text(PROBE_SUITE.replace("factor = 1", "factor = 3"))
+    op.write_text(PROBE_OP.format(delay=0.002, score=0.6))
+    _git(root, "commit", "-q", "-am", "slower sleep variant")
     commits.append(_git(root, "rev-parse", "HEAD"))
     outputs["run2"] = run([asv, "run", "--python=same", "--set-commit-hash", commits[1], "--machine", MACHINE,
                            "--show-stderr"], root, env)
+    run([asv, "publish"], root, env)
+    outputs["graph2"] = _graph(root, "asvprobe.AsvProbe.track_latency")
+    suite.write_text(PROBE_SUITE.replace("factor = 1", "factor = 3").replace("GRID = [2]", "GRID = [2, 3]"))
+    _git(root, "commit", "-q", "-am", "probe grid grows")
+    commits.append(_git(root, "rev-parse", "HEAD"))
+    outputs["run3"] = run([asv, "run", "--python=same", "--set-commit-hash", commits[2], "--machine", MACHINE,
+                           "--show-stderr", "--bench", "asvprobe"], root, env)
     outputs["publish"] = run([asv, "publish"], root, env)
+    outputs["graph3"] = _graph(root, "asvprobe.AsvProbe.track_latency")
     _BUILT["project"] = AsvProject(root, commits, env, probe_log, outputs)
     return _BUILT["project"]

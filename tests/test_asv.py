@@ -56,7 +56,7 @@ def test_attention_has_one_track_per_metric_with_units_and_version():
     for metric in ATTENTION_METRICS:
         track = getattr(bench, f"track_{metric}")
         assert track.benchmark_name == f"attention.Attention.track_{metric}"
-        assert track.version == Attention.spec_hash()
+        assert track.version == Attention.benchmark_version()
         assert track.param_names[-1] == "variant"
         assert "performer[features=16]" in track.params[-1]
         assert track.setup_cache is asv_adapter.asv_setup_cache
@@ -171,7 +171,7 @@ def _fake_record(case):
 
 # --------------------------------------------------------------------------- real asv
 def test_asv_run_records_every_quick_metric_of_attention(project):
-    for commit in project.commits:
+    for commit in project.commits[:2]:  # the third commit ran the probe suite only
         res = _results(project, commit)
         for metric in ATTENTION_METRICS:
             row = res[f"attention.Attention.track_{metric}"]
@@ -186,11 +186,12 @@ def test_asv_run_records_every_quick_metric_of_attention(project):
 
 def test_each_case_measured_once_per_asv_run(project):
     sizes = project.probe_log.read_text().split()
-    # one probe case, two commits: two measurements, although five track_ benchmarks read it
-    assert sizes == ["size=2", "size=2"]
+    # one probe case (then two), three commits: one measurement each, although seven track_
+    # benchmarks read it
+    assert sizes == ["size=2", "size=2", "size=2", "size=3"]
 
 
-def test_benchmarks_json_has_units_and_the_spec_hash_version(project):
+def test_benchmarks_json_has_units_and_the_benchmark_version(project):
     bench = json.loads((project.root / ".asv" / "results" / "benchmarks.json").read_text())
     assert bench["attention.Attention.track_latency"]["unit"] == "ms"
     assert bench["attention.Attention.track_throughput"]["unit"].startswith("s/")
@@ -206,6 +207,35 @@ def test_asv_compare_shows_the_injected_regression(project):
     assert any("asvprobe.AsvProbe.track_latency" in ln for ln in worse), out
     assert any("asvprobe.AsvProbe.track_score" in ln for ln in worse), out  # a drop of a higher-is-better metric
     assert "got worse" in out
+    # the untouched variant is not among them
+    assert not any("'steady'" in ln for ln in worse), out
+
+
+def _versions(project, commit: str) -> dict:
+    (path,) = project.results_dir.glob(f"{commit[:8]}-*.json")
+    data = json.loads(path.read_text())
+    cols = data["result_columns"]
+    return {name: dict(zip(cols, row))["version"] for name, row in data["results"].items() if name.startswith("asvprobe.")}
+
+
+def test_a_variant_edit_keeps_the_history_and_shows_the_step(project):
+    """Commit 2 made the 'sleep' variant 3x slower in the suite file: the benchmark version
+    stayed, so the published graph after commit 2 holds both commits, the step in 'sleep' and
+    'steady' flat."""
+    v1, v2 = _versions(project, project.commits[0]), _versions(project, project.commits[1])
+    assert v1 == v2
+    points = json.loads(project.outputs["graph2"])
+    assert len(points) == 2, points
+    (_, (sleep1, steady1)), (_, (sleep2, steady2)) = points
+    assert sleep2 / sleep1 > 2.0
+    assert 0.67 < steady2 / steady1 < 1.5
+
+
+def test_a_grid_change_starts_a_new_history(project):
+    v2, v3 = _versions(project, project.commits[1]), _versions(project, project.commits[2])
+    assert v2["asvprobe.AsvProbe.track_latency"] != v3["asvprobe.AsvProbe.track_latency"]
+    points = json.loads(project.outputs["graph3"])
+    assert len(points) == 1 and len(points[0][1]) == 4, points  # (size 2, 3) x (sleep, steady)
 
 
 def test_asv_publish_writes_html(project):

@@ -82,5 +82,5 @@ def test_a_changed_declaration_is_caught(baseline, registry):
     grown = type("Activations", (cls,), {"grid": {**cls.grid, "size": [*cls.grid["size"], 3]},
                                          "__module__": cls.__module__})
     assert "grid changed" in stale_reasons(grown, baseline)
-    bumped = type("Activations", (cls,), {"version": "inputs-v2", "__module__": cls.__module__})
+    bumped = type("Activations", (cls,), {"inputs_version": "inputs-v2", "__module__": cls.__module__})
     assert "benchmark_version changed" in stale_reasons(bumped, baseline)

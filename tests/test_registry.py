@@ -148,7 +148,7 @@ class V(Suite):
     grid = {{"n": {grid}}}
     profiles = {{"quick": Profile()}}
     metrics = [Metric("err", "{unit}", "lower")]
-    version = "{version}"
+    inputs_version = "{version}"
 
     def prepare(self, params, device):
         return params["n"] * {scale}
