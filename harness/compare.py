@@ -27,6 +27,12 @@ drift hits every case alike), one value per round; a baseline keeps them. A chan
    median's within-run 95% CI where that is wider), and
 3. the two sides' rounds do not overlap (every round of B slower than every round of A).
 
+From ROBUST_ROUNDS (11) rounds a side the rule turns robust, since on a shared machine a
+minority of rounds is caught in a slow state of the machine and a range is then as wide as
+the worst of them: the change of the medians of the rounds must exceed 3 standard errors
+(each side's spread from its interquartile range) and the middle halves of the two sides'
+rounds must not overlap.
+
 With one round on both sides the noise between runs is unknown: the change must then exceed
 ``single_round_change`` (25% by default) with the within-run CIs apart, else it is ``noisy``.
 A record whose timing is not trustworthy (``valid`` false on the GPU, stopped by the time
@@ -63,9 +69,10 @@ KINDS = METRIC_KINDS
 FORMATS = ("markdown", "json", "csv")
 # Rates the engine derives from the latency: one measurement, so no verdict of their own.
 DERIVED_FROM_LATENCY = ("tflops", "throughput", "pct_of_peak")
-# From this many rounds a side, time verdicts use the robust rule (medians, interquartile
+# From this many rounds a side (fewer give too loose a spread estimate on a machine whose
+# state flips), time verdicts use the robust rule (medians, interquartile
 # spreads) that tolerates a minority of rounds caught in a slow state of the machine.
-ROBUST_ROUNDS = 5
+ROBUST_ROUNDS = 11
 ROBUST_Z = 3.0
 # Where the two sides' environments differ in these, timings may differ for that reason alone.
 ENVIRONMENT_KEYS = (("torch", "torch"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("driver", "driver"),
@@ -284,7 +291,7 @@ def judge(a: Evidence, b: Evidence, better: str, kind: str, options: CompareOpti
 
 def _judge_many_rounds(a: Evidence, b: Evidence, ratio: float, change: float, threshold: float,
                        word: str) -> tuple[str, float | None, str, float | None]:
-    """Five or more rounds a side: robust to a minority of rounds caught in a slow machine state.
+    """ROBUST_ROUNDS or more rounds a side: robust to a minority of rounds caught in a slow machine state.
 
     The change of the medians of the rounds must exceed ROBUST_Z standard errors (each side's
     spread from its interquartile range, as a normal scale, the median's standard error

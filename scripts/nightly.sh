@@ -12,7 +12,8 @@
 # or a path; default <cpu|gpu>-<PROFILE>, skipped when absent), OUT (run folder),
 # ARTIFACTS (results/nightly-artifacts), ASV_MACHINE (this host's name), SUITES (names, space-
 # separated, or suite files; default all), THREADS (torch CPU threads; default 1 on DEVICE=cpu, as
-# baselines/cpu-quick.json was measured), CASE_TIMEOUT (seconds per case, default 1800; every case
+# baselines/cpu-quick.json was measured), ROUNDS (passes over all cases, default 3: compare reads
+# the spread between them as the noise between runs), CASE_TIMEOUT (seconds per case, default 1800; every case
 # runs in an isolated worker), SKIP_ASV=1 to leave out asv. asv reads $HARNESS_ASV_PARAM/_K too.
 set -uo pipefail
 
@@ -26,6 +27,7 @@ HARNESS="${HARNESS:-harness}"
 ASV="${ASV:-asv}"
 PYTHON="${PYTHON:-python}"
 CASE_TIMEOUT="${CASE_TIMEOUT:-1800}"
+ROUNDS="${ROUNDS:-3}"
 if [ "$DEVICE" = "cpu" ] && [ -z "${THREADS:-}" ]; then THREADS=1; fi
 
 status=0
@@ -36,7 +38,7 @@ mkdir -p "$ARTIFACTS"
 echo "nightly: running profile $PROFILE on device $DEVICE into $OUT"
 # shellcheck disable=SC2086  # SUITES is a space-separated list of suite names
 "$HARNESS" run ${SUITES:-} --profile "$PROFILE" --device "$DEVICE" --out "$OUT" --quiet --no-progress \
-    --isolate --timeout "$CASE_TIMEOUT" ${THREADS:+--threads "$THREADS"}
+    --isolate --timeout "$CASE_TIMEOUT" --rounds "$ROUNDS" ${THREADS:+--threads "$THREADS"}
 rc=$?
 if [ "$rc" -ge 2 ] || [ ! -f "$OUT/run.json" ]; then
     fail "harness run failed (exit $rc)"

@@ -61,3 +61,4 @@ def test_nightly_compares_with_the_baseline_among_several(tmp_path, capsys):
     assert (artifacts / "compare.json").is_file() and (artifacts / "report.html").is_file()
     meta = (tmp_path / "night" / "run.json").read_text()
     assert '"isolate": true' in meta and '"timeout_s": 120.0' in meta and '"threads": 1' in meta
+    assert '"rounds": 3' in meta
