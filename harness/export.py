@@ -262,12 +262,12 @@ def latex_escape(text: str) -> str:
     return re.sub(r"[\\&%$#_{}~^]", lambda m: table[m.group()], text)
 
 
-_LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "†": r"\dag{}"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "×": r"$\times$", "†": r"\dag{}", "§": r"\S{}"}
 
 
 def _latex_text(text: str) -> str:
     """Free text (captions, notes) for LaTeX: escaped, and the symbols the tables use spelled out."""
-    return re.sub("[±×†]", lambda m: _LATEX_SYMBOLS[m.group()], latex_escape(text))
+    return re.sub("[±×†§]", lambda m: _LATEX_SYMBOLS[m.group()], latex_escape(text))
 
 
 def _cell_latex(cell: Cell, with_ratio: bool) -> str:

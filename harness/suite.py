@@ -503,35 +503,27 @@ class Suite:
 
 def _method_fingerprint(cls: type, name: str) -> str:
     """Source of the method ``name`` as ``cls`` resolves it, comments and docstrings stripped."""
-    import ast
-
-    fn = getattr(cls, name, None)
     try:
-        src = inspect.getsource(fn)
+        src = inspect.getsource(getattr(cls, name, None))
     except (OSError, TypeError):
         return ""
-    try:
-        tree = ast.parse(inspect.cleandoc("\n" + src) if src.startswith((" ", "\t")) else src)
-    except SyntaxError:
-        return src
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and isinstance(
-            getattr(body[0], "value", None), ast.Constant
-        ) and isinstance(body[0].value.value, str):
-            node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, annotate_fields=False)
+    return _source_fingerprint(inspect.cleandoc("\n" + src) if src.startswith((" ", "\t")) else src)
 
 
 def _code_fingerprint(cls: type) -> str:
     """Source of the suite module with comments, docstrings and blank lines stripped."""
-    import ast
-
     try:
         module = inspect.getmodule(cls)
         src = inspect.getsource(module) if module is not None else inspect.getsource(cls)
     except (OSError, TypeError):
         return ""
+    return _source_fingerprint(src)
+
+
+def _source_fingerprint(src: str) -> str:
+    """The syntax tree of ``src`` without comments and docstrings (the text itself if it does not parse)."""
+    import ast
+
     try:
         tree = ast.parse(src)
     except SyntaxError:
