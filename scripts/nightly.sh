@@ -3,7 +3,8 @@
 #   1. run a profile of every suite (default: nightly on the GPU) into a run folder,
 #   2. compare it with the stored baseline (verdict table in markdown and JSON),
 #   3. write the HTML report and the export tables,
-#   4. record the commit in asv's history (asv run --python=same) and publish asv's HTML,
+#   4. record the run's records as the commit's results in asv's history (asv run --python=same
+#      with HARNESS_ASV_RECORDS: nothing is measured a second time) and publish asv's HTML,
 #   5. exit 1 when the comparison found a regression (missing cases included) or a case failed,
 #      ran out of memory, timed out or crashed; 2 when a step failed; else 0.
 # Every artifact is written before the exit code is decided, so a red night still has them.
@@ -83,9 +84,10 @@ if [ "${SKIP_ASV:-0}" != "1" ]; then
     "$ASV" machine --yes --machine "$ASV_MACHINE" >/dev/null || fail "asv machine failed"
     bench=()
     for s in ${SUITES:-}; do bench+=(--bench "$s"); done
-    HARNESS_ASV_PROFILE="$PROFILE" HARNESS_ASV_DEVICE="$DEVICE" HARNESS_ASV_THREADS="${THREADS:-}" \
-        "$ASV" run --python=same --set-commit-hash "$commit" --machine "$ASV_MACHINE" --show-stderr "${bench[@]}" \
-        || fail "asv run failed"
+    # asv records the run's own records (nothing is measured twice): HARNESS_ASV_RECORDS
+    HARNESS_ASV_PROFILE="$PROFILE" HARNESS_ASV_RECORDS="$(cd "$OUT" && pwd)" \
+        "$ASV" run --python=same --set-commit-hash "$commit" --machine "$ASV_MACHINE" --show-stderr \
+        --launch-method forkserver "${bench[@]}" || fail "asv run failed"
     "$ASV" publish || fail "asv publish failed"
     "$PYTHON" -m harness.asv_html .asv/html || true  # offline copies of asv's libraries, where fetched
     rm -rf "$ARTIFACTS/asv-html"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
 import pytest
 
@@ -246,3 +247,34 @@ def test_asv_publish_writes_html(project):
     assert {f"attention.Attention.track_{m}" for m in ATTENTION_METRICS} <= names
     graphs = list((html / "graphs").rglob("attention.Attention.track_latency.json"))
     assert graphs
+
+
+def test_asv_records_a_run_without_measuring_again(project):
+    """As the nightly job does: run the suite once, then ``asv run`` with HARNESS_ASV_RECORDS
+    pointing at the run folder (forkserver launch). asv's results equal the run's records (the
+    median of its rounds; higher-is-better ones inverted) and nothing is measured again."""
+    from harness.results import load_results
+
+    root, env = project.root, dict(project.env)
+    out = root / "results" / "nightly-run"
+    run([sys.executable, "-m", "harness", "run", "asvprobe", "--profile", "quick", "--device", "cpu",
+         "--threads", "1", "--rounds", "2", "--out", str(out), "--quiet", "--no-progress"], root, env)
+    logged = project.probe_log.read_text()
+    machine = "asv-records-box"
+    run([asv_exe(), "machine", "--yes", "--machine", machine], root, env)
+    env["HARNESS_ASV_RECORDS"] = str(out)
+    run([asv_exe(), "run", "--python=same", "--set-commit-hash", project.commits[2], "--machine", machine,
+         "--bench", "asvprobe", "--launch-method", "forkserver", "--show-stderr"], root, env)
+    assert project.probe_log.read_text() == logged  # the variant was not called again
+    (path,) = (root / ".asv" / "results" / machine).glob(f"{project.commits[2][:8]}-*.json")
+    data = json.loads(path.read_text())
+    cols = data["result_columns"]
+    res = {name: dict(zip(cols, row)) for name, row in data["results"].items()}
+    records = {(r.params["size"], r.variant): r for r in load_results(out).records}
+    for metric in ("latency", "throughput", "peak_memory"):
+        row = res[f"asvprobe.AsvProbe.track_{metric}"]
+        sizes, variants = row["params"]
+        expected = [asv_adapter.asv_value(records[(int(s), v.strip("'"))].metrics[metric].value,
+                                          records[(int(s), v.strip("'"))].metrics[metric].better)
+                    for s in sizes for v in variants]
+        assert row["result"] == pytest.approx(expected, rel=1e-12), (metric, row["result"], expected)
