@@ -1,6 +1,6 @@
 """asv benchmarks built from suites: one class per suite, one ``track_<metric>`` per metric.
 
-Suites know nothing of asv. When asv imports its benchmark directory (``benchmarks/``), that
+Suites know nothing of asv. When asv imports its benchmark package (``benchmarks/asv_benchmarks/``), that
 package calls :func:`benchmark_classes`, which discovers the suites and builds, for each, a
 new class holding one function ``track_<metric>`` per metric (the engine's latency,
 peak_memory, tflops, throughput and the suite's own). Each function's ``benchmark_name`` is

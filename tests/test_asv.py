@@ -278,3 +278,37 @@ def test_asv_records_a_run_without_measuring_again(project):
                                           records[(int(s), v.strip("'"))].metrics[metric].better)
                     for s in sizes for v in variants]
         assert row["result"] == pytest.approx(expected, rel=1e-12), (metric, row["result"], expected)
+
+
+def test_managed_environment_config_builds_one_wheel_offline(tmp_path):
+    """asv.conf.json for asv-managed environments: the benchmark package's parent holds no
+    harness or suites (each commit's installed ones are measured); the dependencies are the
+    environment's, installed once from a wheelhouse (every runtime dependency is in the matrix);
+    each commit builds and installs only the project's wheel, offline and without dependencies.
+    The build command itself runs here and leaves exactly one wheel, holding harness and suites."""
+    import re
+    import subprocess
+    import tomllib
+    import zipfile
+
+    import asv.config
+
+    from harness.paths import PROJECT_ROOT
+
+    conf = asv.config.Config.load(str(PROJECT_ROOT / "asv.conf.json"))
+    bench_parent = (PROJECT_ROOT / conf.benchmark_dir).parent
+    assert not (bench_parent / "harness").exists() and not (bench_parent / "suites").exists()
+    assert all("--no-deps" in c and "--no-index" in c for c in conf.build_command + conf.install_command)
+    deps = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~\[ ;]", d, maxsplit=1)[0].lower() for d in deps}
+    assert names <= {k.lower() for k in conf.matrix["req"]}, names - set(conf.matrix["req"])
+    (command,) = conf.build_command
+    argv = command.format(build_cache_dir=str(tmp_path / "wheels"), build_dir=str(PROJECT_ROOT)).split()
+    argv[0] = sys.executable
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600,
+                          env={**__import__("os").environ, "PIP_NO_INDEX": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    (wheel,) = list((tmp_path / "wheels").glob("*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        tops = {n.split("/", 1)[0] for n in zf.namelist()}
+    assert {"harness", "suites"} <= tops and "benchmarks" not in tops
