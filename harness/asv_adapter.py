@@ -1,7 +1,7 @@
 """asv benchmarks built from suites: one class per suite, one ``track_<metric>`` per metric.
 
-Suites know nothing of asv. When asv imports its benchmark package (``benchmarks/asv_benchmarks/``), that
-package calls :func:`benchmark_classes`, which discovers the suites and builds, for each, a
+Suites know nothing of asv. When asv imports its benchmark package
+(``benchmarks/asv_benchmarks/``), that package calls :func:`benchmark_classes`, which discovers the suites and builds, for each, a
 new class holding one function ``track_<metric>`` per metric (the engine's latency,
 peak_memory, tflops, throughput and the suite's own). Each function's ``benchmark_name`` is
 ``<suite module>.<Suite class>.track_<metric>`` (e.g. ``attention.Attention.track_latency``).
