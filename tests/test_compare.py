@@ -88,8 +88,9 @@ def test_untrusted_timing_is_at_most_noisy(why, b):
         (0.80, 0.90, "higher", "quality", "better"),
         (0.10, 0.20, "lower", "quality", "worse"),  # error up
         (1e-7, 1.3e-7, "lower", "quality", "same"),  # within the absolute tolerance
-        (10.0, 11.0, "lower", "memory", "worse"),
+        (10.0, 11.5, "lower", "memory", "worse"),
         (10.0, 10.2, "lower", "memory", "same"),
+        (0.45, 0.51, "lower", "memory", "same"),  # 14% but 60 KiB: allocator noise between runs
         (100.0, 90.0, "higher", "rate", "noisy"),  # a lone rate with one round: noise unknown
         (100.0, 50.0, "higher", "rate", "noisy"),  # ... and no CI either
         (None, 1.0, "lower", "time", "new"),
