@@ -120,7 +120,8 @@ def _git(root: Path, *args: str) -> str:
 
 def _graph(root: Path, benchmark: str) -> str:
     """The published graph of ``benchmark`` on this machine's branch (JSON text)."""
-    (path,) = (root / ".asv" / "html" / "graphs" / "branch-main").rglob(f"{benchmark}.json")
+    (path,) = [p for p in (root / ".asv" / "html" / "graphs").rglob(f"{benchmark}.json")
+               if "branch-main" in p.parts and "summary" not in p.parts]
     return path.read_text()
 
 
