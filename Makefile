@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# asv-managed environments install from here offline (asv's virtualenv set-up installs pip,
+# wheel, build, asv_runner, pympler and setuptools); the test of `asv continuous` uses it.
+WHEELHOUSE := .cache/wheelhouse
 
 .PHONY: setup quick test
 
@@ -12,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,ray]'
+	$(BIN)/python -m pip download --quiet --dest $(WHEELHOUSE) pip wheel build asv_runner pympler "setuptools>=77"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .measure.peaks import cpu_model
+from .measure.peaks import cpu_info
 from .measure.telemetry import cuda_identity, gpu_state
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -101,17 +101,44 @@ def precision_state() -> dict[str, Any]:
     return out
 
 
+# Distributions whose versions a run records (key: ``<module name>_version``).
+VERSIONED_PACKAGES = {
+    "torchvision": "torchvision",
+    "numpy": "numpy",
+    "pandas": "pandas",
+    "diffusers": "diffusers",
+    "torch_fidelity": "torch-fidelity",
+    "pycocotools": "pycocotools",
+}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed versions from the packages' metadata (importlib.metadata): nothing is imported."""
+    from importlib import metadata
+
+    out: dict[str, str | None] = {}
+    for key, dist in VERSIONED_PACKAGES.items():
+        try:
+            out[f"{key}_version"] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[f"{key}_version"] = None
+    return out
+
+
 def fingerprint(device: str = "cpu") -> dict[str, Any]:
     """Everything needed to say where numbers were measured."""
     import torch
 
+    cpu = cpu_info()
     env: dict[str, Any] = {
         "timestamp": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git": git_info(),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": cpu_model(),
+        "cpu": cpu.get("brand_raw") or platform.processor() or platform.machine(),
+        "cpu_vendor": cpu.get("vendor_id_raw"),
+        "cpu_flags": cpu.get("flags"),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": sys.version.split()[0],
@@ -122,12 +149,7 @@ def fingerprint(device: str = "cpu") -> dict[str, Any]:
         "device_name": "cpu",
         "precision": precision_state(),
     }
-    for pkg in ("torchvision", "numpy", "pandas", "diffusers", "torch_fidelity", "pycocotools"):
-        try:
-            mod = __import__(pkg)
-            env[f"{pkg}_version"] = getattr(mod, "__version__", None)
-        except Exception:
-            env[f"{pkg}_version"] = None
+    env.update(package_versions())
     if device.startswith("cuda"):
         dev = torch.device(device)
         idx = dev.index if dev.index is not None else torch.cuda.current_device()

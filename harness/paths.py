@@ -7,12 +7,25 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENV_BASELINES_DIR = "HARNESS_BASELINES_DIR"
+ENV_CACHE_DIR = "HARNESS_CACHE_DIR"
+APP_NAME = "dl-harness"
+
+
+def cache_root() -> Path:
+    """``$HARNESS_CACHE_DIR``, else the user's cache folder for the harness as platformdirs
+    names it (``$XDG_CACHE_HOME/dl-harness``, default ``~/.cache/dl-harness`` on Linux,
+    ``~/Library/Caches/dl-harness`` on macOS)."""
+    explicit = os.environ.get(ENV_CACHE_DIR)
+    if explicit:
+        return Path(explicit)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
 
 def cache_dir(*parts: str) -> Path:
-    """``$HARNESS_CACHE_DIR`` (default ``~/.cache/dl-harness``) joined with ``parts``, created."""
-    base = Path(os.environ.get("HARNESS_CACHE_DIR") or Path.home() / ".cache" / "dl-harness")
-    path = base.joinpath(*parts)
+    """:func:`cache_root` joined with ``parts``, created."""
+    path = cache_root().joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

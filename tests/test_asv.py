@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -314,3 +315,60 @@ def test_managed_environment_config_builds_one_wheel_offline(tmp_path):
         tops = {n.split("/", 1)[0] for n in zf.namelist()}
     assert {"harness", "suites"} <= tops and "benchmarks" not in tops
 
+
+
+WHEELHOUSE = Path(__file__).resolve().parent.parent / ".cache" / "wheelhouse"
+
+
+def _managed_config(project, deps_path: str) -> Path:
+    """The shipped asv.conf.json, made to use this repository and the test runner's packages.
+
+    Copying torch and the other dependencies into a fresh environment from a wheelhouse takes
+    gigabytes, so here the matrix is empty and the first install step links the runner's
+    site-packages into the environment (a ``.pth`` line, after the environment's own
+    site-packages); the build and install of the project's wheel are the shipped commands."""
+    import asv.util
+
+    from harness.paths import PROJECT_ROOT
+
+    conf = asv.util.load_json(str(PROJECT_ROOT / "asv.conf.json"), js_comments=True)
+    link = ("in-dir={env_dir} python -c \"import pathlib, sysconfig; pathlib.Path(sysconfig.get_path('purelib'), "
+            f"'zz_runner_deps.pth').write_text('{deps_path}')\"")
+    conf.update(matrix={}, pythons=[f"{sys.version_info.major}.{sys.version_info.minor}"],
+                install_command=[link, *conf["install_command"]],
+                results_dir=".asv-managed/results", env_dir=".asv-managed/env", html_dir=".asv-managed/html")
+    path = project.root / "asv-managed.conf.json"
+    path.write_text(json.dumps(conf, indent=1))
+    return path
+
+
+@pytest.mark.skipif(not any(WHEELHOUSE.glob("wheel-*.whl")),
+                    reason="no wheelhouse with pip and wheel in .cache/wheelhouse (make setup fetches them)")
+def test_asv_continuous_in_managed_environments_reports_the_slowed_variant_only(project):
+    """``asv continuous`` between the first two commits, each built as a wheel and installed in
+    an asv-managed virtualenv offline (PIP_NO_INDEX, the wheelhouse): commit 2 slowed the
+    'sleep' variant in the suite file and lowered its score, so exactly the sleep rows change,
+    which shows that each commit's own suites were measured (not the working tree twice)."""
+    import sysconfig
+
+    conf = _managed_config(project, sysconfig.get_path("purelib"))
+    env = {k: v for k, v in project.env.items() if k != "ASV_PYTHONPATH"}
+    env.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=str(WHEELHOUSE),
+               PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}")
+    machine = "asv-managed-box"
+    run([asv_exe(), "machine", "--yes", "--machine", machine, "--config", str(conf)], project.root, env)
+    a, b = project.commits[0], project.commits[1]
+    proc = subprocess.run(
+        [asv_exe(), "continuous", "--config", str(conf), "--machine", machine, "--bench", "asvprobe",
+         "--launch-method", "forkserver", "--factor", "1.3", "--split", "--show-stderr", a, b],
+        cwd=project.root, env=env, capture_output=True, text=True, timeout=900)
+    out = proc.stdout + proc.stderr
+    assert "SOME BENCHMARKS HAVE CHANGED SIGNIFICANTLY" in out, out[-6000:]
+    assert proc.returncode == 1, out[-6000:]  # asv continuous fails on a regression
+    changed = [ln for ln in out.splitlines() if ln.strip().lstrip("|").strip().startswith(("+", "-"))
+               and "asvprobe.AsvProbe" in ln]
+    assert any("track_latency" in ln and "'sleep'" in ln for ln in changed), out[-6000:]
+    assert any("track_score" in ln and "'sleep'" in ln for ln in changed), out[-6000:]
+    assert not any("'steady'" in ln for ln in changed), out[-6000:]
+    envs = list((project.root / ".asv-managed" / "env").iterdir())
+    assert envs, "asv made no managed environment"

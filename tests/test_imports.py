@@ -136,3 +136,37 @@ def test_defining_a_suite_loads_no_asv_code_and_reads_no_environment():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          cwd=HARNESS.parent)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_the_fingerprint_reads_versions_without_importing_the_packages():
+    """Package versions come from their metadata: building a run's fingerprint imports none of
+    diffusers, torch-fidelity, pycocotools or torchvision, and the CPU's model and flags come
+    from py-cpuinfo."""
+    code = (
+        "import sys, json\n"
+        "from harness.environment import fingerprint\n"
+        "env = fingerprint('cpu')\n"
+        "print(json.dumps({'loaded': sorted(m for m in ('diffusers', 'torch_fidelity', 'pycocotools', 'torchvision')"
+        " if m in sys.modules), 'versions': {k: v for k, v in env.items() if k.endswith('_version')},"
+        " 'cpu': env['cpu'], 'flags': len(env.get('cpu_flags') or [])}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    import json
+    from importlib import metadata
+
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["loaded"] == []
+    assert out["versions"]["diffusers_version"] == metadata.version("diffusers")
+    assert out["versions"]["torch_fidelity_version"] == metadata.version("torch-fidelity")
+    assert out["cpu"] and out["flags"] > 0
+
+
+def test_the_cache_folder_follows_xdg_and_the_harness_variable(tmp_path, monkeypatch):
+    from harness.paths import cache_dir
+
+    monkeypatch.delenv("HARNESS_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir("detection") == tmp_path / "xdg" / "dl-harness" / "detection"
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "mine"))
+    assert cache_dir("detection") == tmp_path / "mine" / "detection"
+    assert (tmp_path / "mine" / "detection").is_dir()

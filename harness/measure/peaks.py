@@ -67,11 +67,55 @@ def peak_for(key: str, dtype: str, path: Path | None = None) -> dict[str, Any] |
     return {"tflops": float(tflops), "dtype": dtype, "machine": key, "measured_at": entry.get("measured_at")}
 
 
-def cpu_model() -> str:
+CPU_INFO_FILE = "cpuinfo-{boot}.json"
+CPU_INFO_KEYS = ("brand_raw", "vendor_id_raw", "arch", "bits", "count", "family", "model", "stepping",
+                 "hz_advertised_friendly", "l2_cache_size", "l3_cache_size", "flags")
+
+
+def _boot_id() -> str:
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        return socket.gethostname()
+
+
+def cpu_info() -> dict[str, Any]:
+    """The CPU's model, vendor, family and feature flags, from py-cpuinfo.
+
+    py-cpuinfo reads them in a child process (about a second), so the answer is kept in the
+    harness cache per boot of the machine; a CPU does not change while it runs. Empty when
+    py-cpuinfo cannot tell."""
+    from ..paths import cache_dir
+
+    try:
+        path = cache_dir() / CPU_INFO_FILE.format(boot=_boot_id())
+    except OSError:
+        path = None
+    if path is not None:
+        try:
+            cached = json.loads(path.read_text())
+            if isinstance(cached, dict) and cached:
+                return cached
+        except (OSError, ValueError):
+            pass
+    try:
+        import cpuinfo
+
+        raw = cpuinfo.get_cpu_info()
+    except Exception:
+        return {}
+    info = {k: raw[k] for k in CPU_INFO_KEYS if raw.get(k) not in (None, "", [])}
+    if path is not None and info:
+        try:
+            tmp = path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(info, sort_keys=True))
+            tmp.replace(path)
+        except OSError:
+            pass
+    return info
+
+
+def cpu_model() -> str:
+    """The CPU's brand string (py-cpuinfo's ``brand_raw``), else what the platform module says."""
+    brand = cpu_info().get("brand_raw")
+    return str(brand) if brand else (platform.processor() or platform.machine())
