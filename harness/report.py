@@ -1,42 +1,42 @@
-"""A self-contained HTML report of one run: plots, tables, environment and comparison verdicts.
+"""A self-contained HTML report of one run, read top-down: what needs attention first.
 
-Per suite: one plot per metric against the swept param, a line per variant (log axes where
-the values span a wide range, e.g. latency against seq_len), or grouped bars when no numeric
-param is swept; a speed-quality view (latency against each quality metric, Pareto front
-marked) where the suite has quality metrics; and the export tables. Then the environment the
-run came from and, when asked, the comparison against another run or a baseline. Plots are
-matplotlib PNGs embedded as base64, so the page is one file with no external resources.
+The page opens with a summary: the cases (one row each) that failed, broke a quality band or,
+against another run or a baseline, regressed, worst first, each with its variant params, its
+swept params and the change with its interval; the verdict counts; and the environment facts
+that differ between the two sides. Then, per suite: a line plot of each metric against the
+swept param, one line per variant (log axes where the values span a wide range) with the
+spread between rounds (else the within-run interval) drawn as a band; speed against each
+quality metric, one panel per grid point, with the Pareto front and the declared quality
+band; and the tables. The full verdict table is collapsed and filterable; the environment
+closes the page. Plots are matplotlib PNGs embedded as base64 and the page's one script is
+inline, so the report is a single file that works offline. The page is a Jinja2 template
+(``harness/templates/report.html.j2``).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .results import ResultSet
-from .export import HTML_STYLE, Table, build_tables, tables_html
+from .export import HTML_STYLE, build_tables, fmt_number, tables_html
+from .results import FAILED_STATUSES, Record, ResultSet
 
 MAX_FACETS = 6
-REPORT_STYLE = HTML_STYLE + """
-figure.plot{display:inline-block;margin:0.5em 1em 1em 0;vertical-align:top}
-figure.plot figcaption{font-size:90%;color:#555}
-table.kv td{border:1px solid #ddd;padding:2px 8px;text-align:left;font-family:monospace}
-table.verdicts td,table.verdicts th{border:1px solid #ccc;padding:3px 8px}
-table.verdicts{border-collapse:collapse}
-tr.slower td,tr.worse td,tr.failed td{background:#fde0e0}
-tr.faster td,tr.better td{background:#e0f5e0}
-tr.noisy td{background:#fff6d8}
-p.summary{font-weight:bold}
-"""
+# Order of the summary: a failed case first, then a broken band, then a slower or worse one.
+SEVERITY = {"failed": 0, "out-of-band": 1, "slower": 2, "worse": 2, "no-win": 3}
 
 
 def _numeric(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(v: Any) -> bool:
+    return _numeric(v) and math.isfinite(v)
 
 
 def _png(fig) -> str:
@@ -46,77 +46,290 @@ def _png(fig) -> str:
 
 
 def _spans(values: list[float], factor: float = 20.0) -> bool:
-    pos = [v for v in values if v is not None and v > 0 and math.isfinite(v)]
-    return len(pos) >= 2 and max(pos) / min(pos) >= factor and len(pos) == len([v for v in values if v is not None])
+    """Whether positive values span ``factor`` or more (a log axis reads them better)."""
+    if not values or any(v is None or not v > 0 for v in values):
+        return False
+    return max(values) / min(values) >= factor
 
 
-def _figure(n_panels: int):
-    from matplotlib.figure import Figure
+def _kv(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())
+
+
+def split_params(meta: dict, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the variant's own params, the suite's swept grid params) of a case."""
+    grid = set(meta.get("grid") or {})
+    return ({k: v for k, v in params.items() if k not in grid}, {k: v for k, v in params.items() if k in grid})
+
+
+def case_label(variant: str, variant_params: dict[str, Any]) -> str:
+    return f"{variant}[{_kv(variant_params)}]" if variant_params else variant
+
+
+# --------------------------------------------------------------------------- summary
+@dataclass
+class SummaryCase:
+    """One case that needs attention, with every reason it does."""
+
+    suite: str
+    variant: str
+    variant_params: dict[str, Any]
+    grid_params: dict[str, Any]
+    verdicts: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)  # the metrics that changed or broke a band
+    magnitude: float = 0.0  # the largest |log ratio| among its changes
+
+    @property
+    def label(self) -> str:
+        return case_label(self.variant, self.variant_params)
+
+    @property
+    def key(self) -> str:
+        """``suite/variant[variant params] grid params``: what a reader (and a test) matches on."""
+        grid = _kv(self.grid_params)
+        return f"{self.suite}/{self.label}" + (f" {grid}" if grid else "")
+
+    @property
+    def severity(self) -> int:
+        return min((SEVERITY.get(v, 9) for v in self.verdicts), default=9)
+
+    def add(self, verdict: str, change: str = "", note: str = "", magnitude: float = 0.0, metric: str = "") -> None:
+        for value, into in ((verdict, self.verdicts), (change, self.changes), (note, self.notes),
+                            (metric, self.metrics)):
+            if value and value not in into:
+                into.append(value)
+        self.magnitude = max(self.magnitude, magnitude)
+
+
+def ratio_text(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
+    if ratio is None:
+        return ""
+    if not math.isfinite(ratio):
+        return "inf"
+    text = f"{ratio:.3f}x"
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text
+
+
+def summary_cases(rs: ResultSet, comparison=None) -> list[SummaryCase]:
+    """The cases of ``rs`` a reader must see first, worst first: regressions against the other
+    side (slower, worse, out of band, failed, or faster outside the quality band), and every
+    failed case and quality-band violation of the run itself."""
+    cases: dict[tuple, SummaryCase] = {}
+
+    def case(suite: str, variant: str, params: dict[str, Any]) -> SummaryCase:
+        key = (suite, variant, json.dumps(params, sort_keys=True, default=str))
+        if key not in cases:
+            vp, gp = split_params(rs.suites_meta.get(suite) or {}, params)
+            cases[key] = SummaryCase(suite, variant, vp, gp)
+        return cases[key]
+
+    if comparison is not None:
+        for row in comparison.rows:
+            if not (row.regression or row.verdict == "no-win"):
+                continue
+            change = ""
+            magnitude = 0.0
+            if row.metric not in ("*", "quality band") and row.ratio is not None:
+                change = f"{row.metric} {ratio_text(row.ratio, row.ratio_low, row.ratio_high)}"
+                if row.ratio > 0 and math.isfinite(row.ratio):
+                    magnitude = abs(math.log(row.ratio))
+                else:
+                    magnitude = math.inf
+            metric = row.metric if row.metric != "*" else ""
+            if row.verdict in ("out-of-band", "no-win"):
+                metric = ""
+            case(row.suite, row.variant, row.params).add(row.verdict, change, row.note, magnitude, metric)
+            for v in row.violations if row.verdict in ("out-of-band", "no-win") else ():
+                case(row.suite, row.variant, row.params).add(row.verdict, metric=v.split(" ", 1)[0])
+    for rec in rs.records:
+        if rec.status in FAILED_STATUSES:
+            c = case(rec.suite, rec.variant, rec.params)
+            if "failed" not in c.verdicts:
+                c.add("failed", note=f"{rec.status}: {rec.reason}".strip().rstrip(":"))
+            continue
+        violations = rs.band_violations(rec)
+        if violations:
+            c = case(rec.suite, rec.variant, rec.params)
+            if "out-of-band" not in c.verdicts:
+                c.add("out-of-band", note="; ".join(violations))
+            for v in violations:
+                c.add("out-of-band", metric=v.split(" ", 1)[0])
+    return sorted(cases.values(), key=lambda c: (c.severity, -c.magnitude, c.key))
+
+
+# --------------------------------------------------------------------------- plots
+@dataclass
+class Point:
+    x: Any
+    value: float
+    low: float | None
+    high: float | None
+
+
+def spread_of(m) -> tuple[float | None, float | None, str]:
+    """(low, high, what) around a metric's value: the range of its rounds when it has several,
+    else its within-run interval of the median; (None, None, "") when it has neither."""
+    rounds = [v for v in (m.extra.get("rounds") or []) if _finite(v)]
+    if len(rounds) >= 2:
+        return min(rounds), max(rounds), "range of rounds"
+    if _finite(m.ci_low) and _finite(m.ci_high):
+        return float(m.ci_low), float(m.ci_high), "95% CI of the median"
+    return None, None, ""
+
+
+def _swept(records: list[Record]) -> str | None:
+    """The numeric param with the most distinct values (at least two): the x axis."""
+    names = list(dict.fromkeys(k for r in records for k in r.params))
+    best, n_best = None, 1
+    for k in names:
+        values = [r.params.get(k) for r in records]
+        if not all(_numeric(v) for v in values):
+            continue
+        n = len(set(values))
+        if n > n_best:
+            best, n_best = k, n
+    return best
+
+
+@dataclass
+class Figure:
+    kind: str  # "metric" or "pareto"
+    metric: str
+    png: str  # base64
+    caption: str
+
+    @property
+    def width(self) -> int:
+        """The image's width in pixels (from the PNG header), so the caption wraps under it."""
+        return int.from_bytes(base64.b64decode(self.png[:32])[16:20], "big")
+
+
+def _figure(n_panels: int, width: float = 4.3, height: float = 3.1):
+    from matplotlib.figure import Figure as MplFigure
 
     cols = min(n_panels, 3)
     rows = math.ceil(n_panels / cols)
-    fig = Figure(figsize=(4.6 * cols, 3.4 * rows))
+    fig = MplFigure(figsize=(width * cols, height * rows), layout="constrained")
     axes = [fig.add_subplot(rows, cols, i + 1) for i in range(n_panels)]
     return fig, axes
 
 
-def _facet_title(names: list[str], key: tuple) -> str:
-    return ", ".join(f"{k}={v}" for k, v in zip(names, key)) or "all"
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
-def plot_table(t: Table) -> tuple[str, str] | None:
-    """(base64 PNG, caption) for one (suite, metric) table, or None when it has no values."""
-    values = [c.value for _, cells in t.rows for c in cells.values() if c.value is not None]
-    if not values:
+class Styles:
+    """One colour per variant (in the suite's declared order) across every plot of a suite, and a
+    line style and marker per setting of the variant's own params."""
+
+    def __init__(self, meta: dict):
+        from matplotlib import colormaps
+
+        self.variants = list(meta.get("variants") or [])
+        self.colors = colormaps["tab10"].colors
+        self.seen: dict[str, list[str]] = {}
+
+    def __call__(self, variant: str, label: str) -> dict[str, Any]:
+        if variant not in self.variants:
+            self.variants.append(variant)
+        labels = self.seen.setdefault(variant, [])
+        if label not in labels:
+            labels.append(label)
+        i, j = self.variants.index(variant), labels.index(label)
+        return {"color": self.colors[i % len(self.colors)], "linestyle": LINESTYLES[j % len(LINESTYLES)],
+                "marker": MARKERS[j % len(MARKERS)]}
+
+
+def _facets(records: list[Record], meta: dict, x: str | None):
+    """Group records by panel (grid params other than ``x``) and series (variant with its params
+    other than ``x``)."""
+    grid = set(meta.get("grid") or {})
+    panels: dict[tuple, dict[str, list[Record]]] = {}
+    for r in records:
+        pkey = tuple((k, v) for k, v in r.params.items() if k in grid and k != x)
+        vp = {k: v for k, v in r.params.items() if k not in grid and k != x}
+        panels.setdefault(pkey, {}).setdefault(case_label(r.variant, vp), []).append(r)
+    return panels
+
+
+def _case_key(r: Record) -> tuple:
+    return (r.variant, json.dumps(r.params, sort_keys=True, default=str))
+
+
+def metric_figure(suite: str, metric: str, records: list[Record], meta: dict, styles: Styles | None = None,
+                  flagged: set[tuple] = frozenset()) -> Figure | None:
+    """One metric against the swept param, a line per variant, the spread as a band (or error bars
+    when nothing numeric is swept); a case in ``flagged`` ((variant, params JSON) keys) is ringed
+    in red."""
+    styles = styles or Styles(meta)
+    recs = [r for r in records if r.status == "ok" and metric in r.metrics and _finite(r.metrics[metric].value)]
+    if not recs:
         return None
-    label = f"{t.metric} [{t.unit}]" if t.unit else t.metric
-    swept = [i for i, k in enumerate(t.row_params)
-             if all(_numeric(r[i]) for r, _ in t.rows) and len({r[i] for r, _ in t.rows}) >= 2]
-    if swept:
-        xi = max(swept, key=lambda i: len({r[i] for r, _ in t.rows}))
-        others = [i for i in range(len(t.row_params)) if i != xi]
-        facets: dict[tuple, list] = {}
-        for rkey, cells in t.rows:
-            facets.setdefault(tuple(rkey[i] for i in others), []).append((rkey[xi], cells))
-        keys = list(facets)[:MAX_FACETS]
-        fig, axes = _figure(len(keys))
-        xs_all = [x for k in keys for x, _ in facets[k]]
-        for ax, fkey in zip(axes, keys):
-            pts = sorted(facets[fkey], key=lambda p: p[0])
-            for col in t.columns:
-                xy = [(x, cells[col].value) for x, cells in pts if col in cells and cells[col].value is not None]
-                if xy:
-                    ax.plot([p[0] for p in xy], [p[1] for p in xy], marker="o", label=col)
-            ax.set_xlabel(t.row_params[xi])
-            ax.set_ylabel(label)
-            ax.set_title(_facet_title([t.row_params[i] for i in others], fkey), fontsize=9)
+    spec = recs[0].metrics[metric]
+    label = f"{metric} [{spec.unit}]" if spec.unit else metric
+    x = _swept(recs)
+    panels = _facets(recs, meta, x)
+    keys = list(panels)[:MAX_FACETS]
+    values = [r.metrics[metric].value for r in recs]
+    spread_kinds: set[str] = set()
+    ringed = False
+    fig, axes = _figure(len(keys))
+    for ax, pkey in zip(axes, keys):
+        series = panels[pkey]
+        for i, (name, srecs) in enumerate(series.items()):
+            pts = []
+            for r in srecs:
+                low, high, what = spread_of(r.metrics[metric])
+                if what:
+                    spread_kinds.add(what)
+                pts.append(Point(r.params.get(x) if x else name, float(r.metrics[metric].value), low, high))
+            style = styles(srecs[0].variant, name)
+            if x:
+                order = sorted(range(len(pts)), key=lambda k: pts[k].x)
+                pts, srecs = [pts[k] for k in order], [srecs[k] for k in order]
+                ax.plot([p.x for p in pts], [p.value for p in pts], ms=4, label=name, **style)
+                banded = [p for p in pts if p.low is not None]
+                if banded:
+                    ax.fill_between([p.x for p in banded], [p.low for p in banded], [p.high for p in banded],
+                                    color=style["color"], alpha=0.2, lw=0)
+                bad = [p for p, r in zip(pts, srecs) if _case_key(r) in flagged]
+            else:
+                p = pts[0]
+                err = None
+                if p.low is not None:
+                    err = [[max(0.0, p.value - p.low)], [max(0.0, p.high - p.value)]]
+                ax.bar([i], [p.value], yerr=err, capsize=3, label=name, color=style["color"])
+                bad = [Point(i, p.value, None, None)] if _case_key(srecs[0]) in flagged else []
+            if bad:
+                ringed = True
+                ax.scatter([p.x for p in bad], [p.value for p in bad], s=140, facecolors="none",
+                           edgecolors="#d00", linewidths=1.6, zorder=5)
+        if x:
+            ax.set_xlabel(x)
+            xs_all = [r.params.get(x) for r in recs]
             if _spans(xs_all, 4.0):
                 ax.set_xscale("log", base=2)
-            if _spans(values):
-                ax.set_yscale("log")
-            ax.grid(True, alpha=0.3)
-        axes[0].legend(fontsize=7)
-        caption = f"{t.suite}: {label} against {t.row_params[xi]}, {t.better} is better"
-    else:
-        fig, axes = _figure(1)
-        ax = axes[0]
-        groups = [_facet_title(t.row_params, rkey) for rkey, _ in t.rows]
-        width = 0.8 / max(1, len(t.columns))
-        for j, col in enumerate(t.columns):
-            ys = [cells[col].value if col in cells and cells[col].value is not None else math.nan for _, cells in t.rows]
-            if all(math.isnan(y) for y in ys):
-                continue
-            ax.bar([i + j * width for i in range(len(groups))], ys, width, label=col)
-        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(groups))])
-        ax.set_xticklabels(groups, rotation=20, ha="right", fontsize=7)
-        ax.set_ylabel(label)
+        else:
+            ax.set_xticks(range(len(series)))
+            ax.set_xticklabels(list(series), rotation=25, ha="right", fontsize=7)
         if _spans(values):
             ax.set_yscale("log")
-        ax.grid(True, axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-        caption = f"{t.suite}: {label} per variant, {t.better} is better"
-    fig.suptitle(f"{t.suite}: {t.metric}", fontsize=11)
-    return _png(fig), caption
+        ax.set_ylabel(label)
+        if pkey:
+            ax.set_title(_kv(dict(pkey)), fontsize=9)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{suite}: {metric}", fontsize=11)
+    against = f" against {x}" if x else " per variant"
+    shown = f" (first {MAX_FACETS} of {len(panels)} panels)" if len(panels) > MAX_FACETS else ""
+    spread = f"; shaded: {' or '.join(sorted(spread_kinds))}" if spread_kinds else ""
+    rings = "; red rings: cases in the summary" if ringed else ""
+    caption = f"{suite}: {label}{against}, {spec.better} is better{spread}{rings}{shown}"
+    return Figure("metric", metric, _png(fig), caption)
 
 
 def pareto_front(points: list[tuple[float, float]], quality_better: str) -> list[int]:
@@ -137,128 +350,208 @@ def pareto_front(points: list[tuple[float, float]], quality_better: str) -> list
     return sorted(front, key=lambda i: points[i][0])
 
 
-def plot_pareto(latency: Table, quality: Table) -> tuple[str, str] | None:
-    """Latency against a quality metric, one panel per grid point, the Pareto front joined."""
-    panels = []
-    for rkey, cells in latency.rows:
-        qcells = dict(quality.rows).get(rkey, {})
-        pts = [(col, cells[col].value, qcells[col].value) for col in latency.columns
-               if col in cells and col in qcells and cells[col].value is not None and qcells[col].value is not None]
-        if pts:
-            panels.append((rkey, pts))
+def band_limits(bands: list[dict], metric: str, reference_value: float | None) -> list[tuple[str, float, str]]:
+    """(side, limit, text) of each declared bound on ``metric``; ratio bounds need the reference's value."""
+    out = []
+    for band in bands:
+        if band.get("metric") != metric:
+            continue
+        who = f" ({', '.join(band['variants'])})" if band.get("variants") else ""
+        for key, side in (("max", "max"), ("min", "min")):
+            if band.get(key) is not None:
+                out.append((side, float(band[key]), f"band {side} {band[key]:g}{who}"))
+        for key, side in (("max_ratio", "max"), ("min_ratio", "min")):
+            if band.get(key) is not None and reference_value is not None:
+                out.append((side, float(band[key]) * reference_value, f"band {side} {band[key]:g} x reference{who}"))
+    return out
+
+
+def pareto_figure(suite: str, quality: str, records: list[Record], meta: dict,
+                  styles: Styles | None = None) -> Figure | None:
+    """Latency against a quality metric, one panel per grid point: the Pareto front dashed, the
+    quality band as a line with the side outside it shaded."""
+    styles = styles or Styles(meta)
+    grid = set(meta.get("grid") or {})
+    reference = meta.get("reference")
+    panels: dict[tuple, list[Record]] = {}
+    for r in records:
+        m_l, m_q = r.metrics.get("latency"), r.metrics.get(quality)
+        if r.status == "ok" and m_l is not None and m_q is not None and _finite(m_l.value) and _finite(m_q.value):
+            panels.setdefault(tuple((k, v) for k, v in r.params.items() if k in grid), []).append(r)
     if not panels:
         return None
-    panels = panels[:MAX_FACETS]
-    fig, axes = _figure(len(panels))
-    for ax, (rkey, pts) in zip(axes, panels):
-        for col, x, y in pts:
-            ax.scatter([x], [y], label=col, s=30)
-        front = pareto_front([(x, y) for _, x, y in pts], quality.better)
-        ax.plot([pts[i][1] for i in front], [pts[i][2] for i in front], "k--", lw=1, label="Pareto front")
-        ax.set_xlabel(f"latency [{latency.unit}]")
-        ax.set_ylabel(f"{quality.metric} [{quality.unit}]" if quality.unit else quality.metric)
-        if _spans([y for _, _, y in pts], 100.0):
+    keys = list(panels)[:MAX_FACETS]
+    fig, axes = _figure(len(keys))
+    better = next(iter(panels.values()))[0].metrics[quality].better
+    unit = next(iter(panels.values()))[0].metrics[quality].unit
+    bands = meta.get("bands") or []
+    drew_band = False
+    for ax, pkey in zip(axes, keys):
+        recs = panels[pkey]
+        pts = [(r.metrics["latency"].value, r.metrics[quality].value) for r in recs]
+        for r, (lx, qy) in zip(recs, pts):
+            vp, _ = split_params(meta, r.params)
+            name = case_label(r.variant, vp)
+            style = styles(r.variant, name)
+            ax.scatter([lx], [qy], s=30, label=name, color=style["color"], marker=style["marker"])
+        front = pareto_front(pts, better)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "k--", lw=1, label="Pareto front")
+        ref = next((r.metrics[quality].value for r in recs if r.variant == reference), None)
+        for side, limit, text in band_limits(bands, quality, ref):
+            drew_band = True
+            ax.axhline(limit, color="#c00", lw=1.2, label=text)
+            lo, hi = ax.get_ylim()
+            if side == "max":
+                ax.axhspan(limit, max(hi, limit), color="#c00", alpha=0.08, lw=0)
+            else:
+                ax.axhspan(min(lo, limit), limit, color="#c00", alpha=0.08, lw=0)
+        if _spans([y for _, y in pts], 100.0):
             ax.set_yscale("log")
-        if _spans([x for _, x, _ in pts]):
+        if _spans([x for x, _ in pts]):
             ax.set_xscale("log")
-        ax.set_title(_facet_title(latency.row_params, rkey), fontsize=9)
+        ax.set_xlabel(f"latency [{recs[0].metrics['latency'].unit}]")
+        ax.set_ylabel(f"{quality} [{unit}]" if unit else quality)
+        if pkey:
+            ax.set_title(_kv(dict(pkey)), fontsize=9)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{latency.suite}: speed against {quality.metric}", fontsize=11)
-    caption = (f"{latency.suite}: latency against {quality.metric} ({quality.better} is better); "
-               "points on the dashed line are not beaten in both")
-    return _png(fig), caption
+        ax.legend(fontsize=6)
+    fig.suptitle(f"{suite}: speed against {quality}", fontsize=11)
+    caption = (f"{suite}: latency against {quality} ({better} is better); points on the dashed line are "
+               "not beaten in both" + ("; red: the quality band, shaded outside it" if drew_band else ""))
+    if len(panels) > MAX_FACETS:
+        caption += f" (first {MAX_FACETS} of {len(panels)} grid points)"
+    return Figure("pareto", quality, _png(fig), caption)
 
 
-def _figure_html(suite: str, kind: str, metric: str, plot: tuple[str, str] | None) -> str:
-    if plot is None:
-        return ""
-    data, caption = plot
-    return (f"<figure class='plot' data-suite='{html.escape(suite)}' data-kind='{kind}' data-metric='{html.escape(metric)}'>"
-            f"<img alt='{html.escape(caption, quote=True)}' src='data:image/png;base64,{data}'>"
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+# --------------------------------------------------------------------------- page
+@dataclass
+class SuiteSection:
+    name: str
+    description: str
+    figures: list[Figure]
+    tables: str
+    notes: list[str]
 
 
-def _kv_table(data: dict[str, Any]) -> str:
+def suite_sections(rs: ResultSet, attention: list[SummaryCase] = ()) -> list[SuiteSection]:
+    tables = build_tables(rs.records, rs.suites_meta)
+    flagged = {(c.suite, m, c.variant, json.dumps({**c.variant_params, **c.grid_params}, sort_keys=True, default=str))
+               for c in attention for m in c.metrics}
+    out = []
+    for suite in dict.fromkeys(t.suite for t in tables):
+        meta = rs.suites_meta.get(suite) or {}
+        records = [r for r in rs.records if r.suite == suite]
+        st = [t for t in tables if t.suite == suite]
+        styles = Styles(meta)
+        figures = [f for f in (metric_figure(suite, t.metric, records, meta, styles,
+                                             {(v, p) for s_, m, v, p in flagged if s_ == suite and m == t.metric})
+                               for t in st) if f is not None]
+        if any(t.metric == "latency" for t in st):
+            figures += [f for f in (pareto_figure(suite, t.metric, records, meta, styles)
+                                    for t in st if t.kind == "quality") if f is not None]
+        notes = []
+        has_flops = any("tflops" in r.metrics for r in records)
+        if has_flops and not any("pct_of_peak" in r.metrics for r in records):
+            notes.append("% of peak: no measured peak for this machine (harness doctor measures and stores it)")
+        out.append(SuiteSection(suite, meta.get("description") or "", figures, tables_html(st), notes))
+    return out
+
+
+def verdict_rows(rs: ResultSet, comparison) -> list[dict[str, Any]]:
     rows = []
-    for k, v in data.items():
-        text = v if isinstance(v, str) else json.dumps(v, default=str)
-        rows.append(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(str(text))}</td></tr>")
-    return "<table class='kv'>" + "".join(rows) + "</table>"
+    for r in comparison.rows:
+        vp, gp = split_params(rs.suites_meta.get(r.suite) or {}, r.params)
+        unit = f" {r.unit}" if r.unit else ""
+        rows.append({
+            "verdict": r.verdict, "suite": r.suite, "case": case_label(r.variant, vp), "grid": _kv(gp),
+            "metric": r.metric, "a": fmt_number(r.a) + unit if r.a is not None else "",
+            "b": fmt_number(r.b) + unit if r.b is not None else "",
+            "ratio": ratio_text(r.ratio, r.ratio_low, r.ratio_high),
+            "noise": f"{r.noise:.1%}" if r.noise is not None else "", "note": r.note, "regression": r.regression,
+        })
+    return rows
 
 
-def _verdict_table(rows, varying: list[str]) -> str:
-    from .export import fmt_number
-
-    head = ["verdict", "suite", "variant", *varying, "metric", "A", "B", "ratio", "p", "note"]
-    parts = ["<table class='verdicts'><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head)
-             + "</tr></thead><tbody>"]
-    for r in rows:
-        cells = [r.verdict, r.suite, r.variant, *[r.params.get(k, "") for k in varying],
-                 f"{r.metric} [{r.unit}]" if r.unit else r.metric, fmt_number(r.a), fmt_number(r.b),
-                 f"{r.ratio:.3f}x" if r.ratio is not None and math.isfinite(r.ratio) else "",
-                 f"{r.noise:.1%}" if r.noise is not None else "", r.note]
-        parts.append(f"<tr class='{r.verdict}'>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
+def _environment_items(env: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(str(k), v if isinstance(v, str) else json.dumps(v, default=str)) for k, v in env.items()]
 
 
-def comparison_html(comparison) -> str:
-    """Summary, the rows that changed, and every row behind a disclosure."""
-    from .compare import _varying_params, summary_line
+def _template():
+    import jinja2
 
-    parts = [f"<p class='summary' data-exit-code='{comparison.exit_code}'>{html.escape(summary_line(comparison))}</p>"]
-    parts += [f"<p class='note'>{html.escape(n)}</p>" for n in comparison.notes]
-    if comparison.rows:
-        varying, fixed = _varying_params(comparison.rows)
-        if fixed:
-            parts.append("<p class='fixed'>Fixed: " + html.escape(", ".join(f"{k}={v}" for k, v in fixed.items())) + "</p>")
-        changed = [r for r in comparison.rows if r.verdict != "same"]
-        parts.append(_verdict_table(changed, varying) if changed else "<p>No row changed.</p>")
-        parts.append(f"<details><summary>all {len(comparison.rows)} rows</summary>"
-                     f"{_verdict_table(comparison.rows, varying)}</details>")
-    return "\n".join(parts)
+    loader = jinja2.PackageLoader("harness", "templates")
+    env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html.j2")
+
+
+REPORT_STYLE = HTML_STYLE + """
+body{max-width:1320px;margin:1em auto;padding:0 1em;line-height:1.35}
+h1{font-size:1.5em;margin:0.2em 0}
+h2{border-bottom:1px solid #ddd;padding-bottom:2px;margin-top:1.6em}
+p.run{color:#444;margin:0.2em 0 0.8em}
+.chips span{display:inline-block;padding:2px 9px;margin:0 4px 4px 0;border-radius:10px;background:#eee;font-size:90%}
+.chips .regression{background:#f8c9c9;font-weight:bold}.chips .good{background:#cdeccd}
+.chips .noisy{background:#fff0b8}
+p.status{font-weight:bold;font-size:1.1em;margin:0.4em 0}
+p.status.bad{color:#a00}p.status.good{color:#070}
+table.attention,table.verdicts,table.kv{border-collapse:collapse;margin:0.4em 0 1em}
+table.attention td,table.attention th,table.verdicts td,table.verdicts th,table.kv td,table.kv th
+{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+table.attention th,table.verdicts th,table.kv th{background:#f3f3f3}
+td.v-failed,td.v-slower,td.v-worse,td.v-out-of-band{color:#a00;font-weight:bold}
+td.v-no-win{color:#a60;font-weight:bold}
+tr.failed td,tr.slower td,tr.worse td,tr.out-of-band td{background:#fdecec}
+tr.faster td,tr.better td{background:#e8f6e8}
+tr.noisy td,tr.no-win td{background:#fff8df}
+table.kv td{font-family:monospace;font-size:90%;max-width:60em;word-break:break-all}
+figure.plot{display:inline-block;margin:0.4em 1em 1em 0;vertical-align:top;max-width:100%}
+figure.plot img{width:100%;height:auto}
+figure.plot figcaption{font-size:88%;color:#555}
+details{margin:0.5em 0}details>summary{cursor:pointer;font-weight:bold}
+.filter{margin:0.5em 0}.filter input{width:22em}
+p.note{color:#665;font-size:92%}
+nav.toc a{margin-right:0.8em}
+"""
 
 
 def build_report(rs: ResultSet, comparison=None, title: str | None = None) -> str:
     """The report page as one HTML string."""
-    suites_meta = rs.suites_meta
-    tables = build_tables(rs.records, suites_meta)
-    title = title or f"harness report: {rs.label}"
-    body = [f"<h1>{html.escape(title)}</h1>"]
+    from markupsafe import Markup
+
+    from .compare import spread_notes
+
     counts: dict[str, int] = {}
     for r in rs.records:
         counts[r.status] = counts.get(r.status, 0) + 1
-    body.append(f"<p>Device {html.escape(rs.describe_device())}; profile {html.escape(str(rs.meta.get('profile')))}; "
-                f"{len(rs.records)} cases (" + html.escape(", ".join(f"{n} {s}" for s, n in sorted(counts.items()))) + ")</p>")
-    from .compare import spread_notes
-
-    body += [f"<p class='note'>{html.escape(n)}</p>" for n in spread_notes(rs, "this run")]
+    attention = summary_cases(rs, comparison)
+    sections = suite_sections(rs, attention)
+    verdicts = None
     if comparison is not None:
-        body.append("<h2 id='comparison'>Comparison</h2>")
-        body.append(comparison_html(comparison))
-    for suite in dict.fromkeys(t.suite for t in tables):
-        meta = suites_meta.get(suite, {})
-        st = [t for t in tables if t.suite == suite]
-        body.append(f"<section class='suite' data-suite='{html.escape(suite)}'><h2>{html.escape(suite)}</h2>")
-        if meta.get("description"):
-            body.append(f"<p>{html.escape(meta['description'])}</p>")
-        for t in st:
-            body.append(_figure_html(suite, "metric", t.metric, plot_table(t)))
-        latency = next((t for t in st if t.metric == "latency"), None)
-        for q in st:
-            if latency is not None and q.kind == "quality":
-                body.append(_figure_html(suite, "pareto", q.metric, plot_pareto(latency, q)))
-        body.append("<h3>Tables</h3>")
-        body.append(tables_html(st))
-        body.append("</section>")
-    body.append("<h2 id='environment'>Environment</h2>")
-    body.append(_kv_table(rs.environment or {"environment": "not recorded"}))
-    if rs.warnings:
-        body.append("<h2>Warnings</h2>" + "".join(f"<p>{html.escape(w)}</p>" for w in rs.warnings))
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
-            f"<title>{html.escape(title)}</title><style>{REPORT_STYLE}</style></head><body>"
-            + "\n".join(b for b in body if b) + "</body></html>\n")
+        verdicts = {
+            "a": comparison.a_label, "b": comparison.b_label, "a_device": comparison.a_device,
+            "b_device": comparison.b_device, "counts": comparison.counts(), "exit_code": comparison.exit_code,
+            "regressions": len(comparison.regressions), "notes": comparison.notes,
+            "environment_diff": comparison.environment_diff, "rows": verdict_rows(rs, comparison),
+            "a_rounds": comparison.a_rounds, "b_rounds": comparison.b_rounds,
+            "thresholds": ", ".join(f"{k} {v:.0%}" for k, v in comparison.options.thresholds.items()),
+        }
+    for s in sections:
+        s.tables = Markup(s.tables)
+    return _template().render(
+        title=title or f"harness report: {rs.label}",
+        style=Markup(REPORT_STYLE),
+        run={"label": rs.label, "device": rs.describe_device(), "profile": rs.meta.get("profile"),
+             "cases": len(rs.records), "statuses": sorted(counts.items()), "rounds": rs.rounds,
+             "commit": ((rs.environment or {}).get("git") or {}).get("commit")},
+        attention=attention,
+        comparison=verdicts,
+        spread_notes=spread_notes(rs, "this run"),
+        sections=sections,
+        environment=_environment_items(rs.environment or {"environment": "not recorded"}),
+        warnings=list(rs.warnings),
+        regression_verdicts=("failed", "slower", "worse", "out-of-band"),
+    )
 
 
 def write_report(rs: ResultSet, output: Path, comparison=None) -> Path:

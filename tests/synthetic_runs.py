@@ -93,3 +93,29 @@ def standard_run(folder: Path, seed: int = 0, slow: float = 0.0, spread: float =
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+BANDED_META = {"toy": {**SUITE_META["toy"], "bands": [{"metric": "accuracy", "min_ratio": 0.95, "variants": ["fast"]}]}}
+
+
+def troubled_run(folder: Path, seed: int = 0, troubled: bool = True, rounds: int = 3) -> Path:
+    """The toy suite with a quality band on 'fast' (accuracy >= 0.95 x base's). With
+    ``troubled``: fast at n=256 is 30% slower, fast at n=1024 falls out of its band (accuracy
+    0.8 against base's 0.9), and base at n=64 fails; every other case as in a clean run."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for r in range(rounds):
+        for n in (64, 256, 1024):
+            for variant, base in (("base", 1.0), ("fast", 0.5)):
+                drift = float(np.exp(rng.normal(0.0, 0.01)))
+                slow = 1.3 if troubled and (variant, n) == ("fast", 256) else 1.0
+                samples = timing_samples(rng, 30, base * n / 64 * slow * drift, 0.03)
+                accuracy = 0.8 if troubled and (variant, n) == ("fast", 1024) else 0.9
+                if troubled and (variant, n) == ("base", 64):
+                    rec = status_record(variant, n, "failed", "RuntimeError: probe failure")
+                else:
+                    rec = ok_record(variant, n, samples, memory=n / 16, accuracy=accuracy)
+                if rounds > 1:
+                    rec.info["round"] = r
+                records.append(rec)
+    return write_run(folder, records, suites=BANDED_META)

@@ -141,22 +141,68 @@ def test_asv_graph_renders(browser, served_asv_html):
     browser.screenshot(probe, ARTIFACTS / "asv-probe-latency-regression.png")
 
 
-def test_report_renders(browser, tmp_path, monkeypatch):
+REPORT_CHECK = """<script>
+window.addEventListener('load', function () {
+  var body = document.body;
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.length > 0 && imgs.every(function (i) { return i.complete && i.naturalWidth > 0; });
+  body.setAttribute('data-images', String(imgs.length));
+  body.setAttribute('data-images-ok', ok ? 'yes' : 'no');
+  var details = document.getElementById('all-verdicts');
+  var table = details.querySelector('table.verdicts');
+  function visible(el) { return el.checkVisibility ? el.checkVisibility() : el.offsetParent !== null; }
+  body.setAttribute('data-table-visible-closed', visible(table) ? 'yes' : 'no');
+  details.querySelector('summary').click();
+  body.setAttribute('data-expanded', details.open ? 'yes' : 'no');
+  body.setAttribute('data-table-visible-open', visible(table) ? 'yes' : 'no');
+  body.setAttribute('data-table-height-open', String(table.getBoundingClientRect().height));
+  var box = document.getElementById('verdict-filter');
+  box.value = 'slower';
+  box.dispatchEvent(new Event('input'));
+  body.setAttribute('data-filtered', document.getElementById('verdict-shown').textContent);
+  var first = document.querySelector('section#summary').compareDocumentPosition(document.querySelector('figure.plot'));
+  body.setAttribute('data-summary-first', (first & Node.DOCUMENT_POSITION_FOLLOWING) ? 'yes' : 'no');
+});
+</script>"""
+
+
+def _attr(dom: str, name: str) -> str:
+    return dom.split(f'{name}="')[1].split('"')[0]
+
+
+def test_report_opens_with_what_needs_attention(browser, tmp_path, monkeypatch):
+    """A run with a failed case, a quality-band violation and a 30% slower case, reported
+    against a clean baseline: the summary above every plot lists exactly those three cases,
+    worst first; every plot image decodes; the collapsed full verdict table expands on a
+    click and its filter narrows it. Screenshots of the first screen of a laptop (1366x768)
+    and of the page go to test-artifacts/."""
     from harness.cli import main
+    from synthetic_runs import troubled_run
 
     monkeypatch.setenv("HARNESS_BASELINES_DIR", str(tmp_path / "b"))
-    assert main(["baseline", "save", str(standard_run(tmp_path / "base", seed=0)), "--name", "ref"]) == 0
-    run = standard_run(tmp_path / "run", seed=1, slow=0.2)
+    assert main(["baseline", "save", str(troubled_run(tmp_path / "base", seed=0, troubled=False)), "--name", "ref"]) == 0
+    run = troubled_run(tmp_path / "run", seed=1)
     report = tmp_path / "report.html"
     assert main(["report", str(run), "--against", "ref", "-o", str(report)]) == 1
     checked = tmp_path / "report-checked.html"
-    checked.write_text(report.read_text().replace("</body>", IMAGE_CHECK + "</body>"))
+    checked.write_text(report.read_text().replace("</body>", REPORT_CHECK + "</body>"))
     dom = browser.dom(checked.as_uri())
-    assert 'data-images-ok="yes"' in dom
-    assert int(dom.split('data-images="')[1].split('"')[0]) >= 5
-    assert dom.count("<figure class=\"plot\"") >= 5
-    assert '<table class="results" data-suite="toy" data-metric="latency">' in dom
-    assert '<tr class="slower">' in dom
-    shutil.copyfile(report, ARTIFACTS / "report.html") if ARTIFACTS.is_dir() else None
-    shot = browser.screenshot(report.as_uri(), ARTIFACTS / "report.png", size="1400,2400")
+    summary = dom.split('<table class="attention" id="attention">')[1].split("</table>")[0]
+    cases = [c.split('"')[0] for c in summary.split('data-case="')[1:]]
+    assert cases == ["toy/base n=64", "toy/fast n=1024", "toy/fast n=256"]
+    assert [v.split("<")[0] for v in summary.split('<td class="v-')[1:]] == [
+        'failed">failed', 'out-of-band">out-of-band', 'slower">slower']
+    assert _attr(dom, "data-summary-first") == "yes"
+    assert _attr(dom, "data-images-ok") == "yes"
+    assert int(_attr(dom, "data-images")) == dom.count('<figure class="plot"') >= 5
+    assert _attr(dom, "data-table-visible-closed") == "no"
+    assert _attr(dom, "data-expanded") == "yes" and _attr(dom, "data-table-visible-open") == "yes"
+    assert float(_attr(dom, "data-table-height-open")) > 100
+    assert _attr(dom, "data-filtered") == "1"  # the one slower row
+    if ARTIFACTS.is_dir() or ARTIFACTS.parent.is_dir():
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(report, ARTIFACTS / "report.html")
+    fold = browser.screenshot(report.as_uri(), ARTIFACTS / "report-first-screen.png", size="1366,768")
+    assert _not_blank(fold)
+    shot = browser.screenshot(report.as_uri(), ARTIFACTS / "report.png", size="1366,2400")
     assert _not_blank(shot)
