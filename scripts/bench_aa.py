@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--suite", default="attention")
     ap.add_argument("--profile", default="quick")
     ap.add_argument("--rounds", type=int, default=5, help="rounds per run of the real suite")
-    ap.add_argument("--spin-rounds", type=int, default=15, help="rounds per run of the user suite")
+    ap.add_argument("--spin-rounds", type=int, default=21, help="rounds per run of the user suite")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--slowdown", type=float, default=0.10, help="extra work of B in the slowdown condition")
     ap.add_argument("--conditions", default="quiet,loaded,slowdown,spin-aa")
