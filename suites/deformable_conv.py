@@ -40,7 +40,6 @@ from __future__ import annotations
 import math
 
 import torch
-from torchvision.ops import deform_conv2d
 
 from harness import Profile, Suite, Timing, variant
 from suites.common.operators import draw_inputs, dtype_of, operator_workload
@@ -50,7 +49,12 @@ class DeformableConv2d(torch.nn.Module):
     """A deformable convolution with its offset (and, for v2, mask) branch."""
 
     def __init__(self, channels: int, kernel: int = 3, modulated: bool = False):
+        # torchvision is imported here, not with the module: importing it takes about a second,
+        # which every run would pay for listing the suites
+        from torchvision.ops import deform_conv2d
+
         super().__init__()
+        self.deform_conv2d = deform_conv2d
         self.kernel = kernel
         self.modulated = modulated
         conv = torch.nn.Conv2d(channels, channels, kernel, padding=kernel // 2)  # PyTorch's default init
@@ -65,7 +69,7 @@ class DeformableConv2d(torch.nn.Module):
         o = self.offset(x)
         taps = self.kernel * self.kernel
         mask = torch.sigmoid(o[:, 2 * taps :]) if self.modulated else None
-        return deform_conv2d(x, o[:, : 2 * taps], self.weight, self.bias, padding=self.kernel // 2, mask=mask)
+        return self.deform_conv2d(x, o[:, : 2 * taps], self.weight, self.bias, padding=self.kernel // 2, mask=mask)
 
 
 def conv_flops(batch: int, c_in: int, c_out: int, size: int, kernel: int) -> float:
