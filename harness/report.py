@@ -256,6 +256,14 @@ def _facets(records: list[Record], meta: dict, x: str | None):
     return panels
 
 
+def _panel_titles(keys: list[tuple]) -> tuple[dict[tuple, str], dict[str, Any]]:
+    """Short panel titles (only the params that differ between panels) and the params that do not."""
+    names = list(dict.fromkeys(k for key in keys for k, _ in key))
+    varying = [n for n in names if len({json.dumps(dict(key).get(n), default=str) for key in keys}) > 1]
+    fixed = {n: dict(keys[0]).get(n) for n in names if n not in varying} if keys else {}
+    return {key: _kv({n: dict(key).get(n) for n in varying}) for key in keys}, fixed
+
+
 def _case_key(r: Record) -> tuple:
     return (r.variant, json.dumps(r.params, sort_keys=True, default=str))
 
@@ -277,6 +285,7 @@ def metric_figure(suite: str, metric: str, records: list[Record], meta: dict, st
     values = [r.metrics[metric].value for r in recs]
     spread_kinds: set[str] = set()
     ringed = False
+    titles, fixed = _panel_titles(list(panels))
     fig, axes = _figure(len(keys))
     for ax, pkey in zip(axes, keys):
         series = panels[pkey]
@@ -319,16 +328,18 @@ def metric_figure(suite: str, metric: str, records: list[Record], meta: dict, st
         if _spans(values):
             ax.set_yscale("log")
         ax.set_ylabel(label)
-        if pkey:
-            ax.set_title(_kv(dict(pkey)), fontsize=9)
+        if titles[pkey]:
+            ax.set_title(titles[pkey], fontsize=9)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=7)
+    if x:  # bars carry their names on the axis
+        axes[0].legend(fontsize=7)
     fig.suptitle(f"{suite}: {metric}", fontsize=11)
     against = f" against {x}" if x else " per variant"
     shown = f" (first {MAX_FACETS} of {len(panels)} panels)" if len(panels) > MAX_FACETS else ""
     spread = f"; shaded: {' or '.join(sorted(spread_kinds))}" if spread_kinds else ""
     rings = "; red rings: cases in the summary" if ringed else ""
-    caption = f"{suite}: {label}{against}, {spec.better} is better{spread}{rings}{shown}"
+    where = f"; {_kv(fixed)}" if fixed else ""
+    caption = f"{suite}: {label}{against}, {spec.better} is better{where}{spread}{rings}{shown}"
     return Figure("metric", metric, _png(fig), caption)
 
 
@@ -386,6 +397,7 @@ def pareto_figure(suite: str, quality: str, records: list[Record], meta: dict,
     unit = next(iter(panels.values()))[0].metrics[quality].unit
     bands = meta.get("bands") or []
     drew_band = False
+    titles, fixed = _panel_titles(list(panels))
     for ax, pkey in zip(axes, keys):
         recs = panels[pkey]
         pts = [(r.metrics["latency"].value, r.metrics[quality].value) for r in recs]
@@ -411,13 +423,14 @@ def pareto_figure(suite: str, quality: str, records: list[Record], meta: dict,
             ax.set_xscale("log")
         ax.set_xlabel(f"latency [{recs[0].metrics['latency'].unit}]")
         ax.set_ylabel(f"{quality} [{unit}]" if unit else quality)
-        if pkey:
-            ax.set_title(_kv(dict(pkey)), fontsize=9)
+        if titles[pkey]:
+            ax.set_title(titles[pkey], fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=6)
     fig.suptitle(f"{suite}: speed against {quality}", fontsize=11)
-    caption = (f"{suite}: latency against {quality} ({better} is better); points on the dashed line are "
-               "not beaten in both" + ("; red: the quality band, shaded outside it" if drew_band else ""))
+    caption = (f"{suite}: latency against {quality} ({better} is better)" + (f"; {_kv(fixed)}" if fixed else "")
+               + "; points on the dashed line are not beaten in both"
+               + ("; red: the quality band, shaded outside it" if drew_band else ""))
     if len(panels) > MAX_FACETS:
         caption += f" (first {MAX_FACETS} of {len(panels)} grid points)"
     return Figure("pareto", quality, _png(fig), caption)
