@@ -18,6 +18,7 @@ test: it takes minutes and its numbers belong to the machine it ran on.
 
     python scripts/bench_aa.py --pairs 10                      # all three conditions
     python scripts/bench_aa.py --conditions slowdown --pairs 10
+    python scripts/bench_aa.py --recompare OUT1 --recompare OUT2   # kept runs, today's compare
 """
 
 from __future__ import annotations
@@ -151,17 +152,27 @@ def run_condition(name: str, args, work: Path) -> dict:
             seconds.append(run_once(a, suite, profile, rounds, args.threads, env_a))
             seconds.append(run_once(b, suite, profile, rounds, args.threads, env_b))
             loads.append(os.getloadavg()[0])
-            code, report = compare(a, b, env)
-            per_case = case_verdicts(report)
-            pairs.append({"exit": code, "cases": len(per_case),
-                          "flagged": sum(any(v in FLAGS for v in vs) for vs in per_case.values()),
-                          "slower": sum("slower" in vs for vs in per_case.values()),
-                          "counts": report["summary"]["counts"]})
+            pairs.append(judge_pair(a, b, env))
             print(f"bench_aa: {name} pair {i + 1}/{args.pairs}: exit {code}, "
                   f"{pairs[-1]['flagged']}/{pairs[-1]['cases']} cases flagged, load {loads[-1]:.1f}", file=sys.stderr)
     finally:
         if background is not None:
             background.stop()
+    return summarize(name, suite, rounds, pairs, loads, seconds)
+
+
+def judge_pair(a: Path, b: Path, env: dict) -> dict:
+    """The gate's answer on one pair (compare's exit code) and its verdicts per case."""
+    code, report = compare(a, b, env)
+    per_case = case_verdicts(report)
+    return {"exit": code, "cases": len(per_case),
+            "flagged": sum(any(v in FLAGS for v in vs) for vs in per_case.values()),
+            "slower": sum("slower" in vs for vs in per_case.values()),
+            "counts": report["summary"]["counts"]}
+
+
+def summarize(name: str, suite: str, rounds: int, pairs: list[dict], loads: list[float],
+              seconds: list[float]) -> dict:
     counts: Counter = Counter()
     for p in pairs:
         counts.update(p["counts"])
@@ -170,7 +181,26 @@ def run_condition(name: str, args, work: Path) -> dict:
             "gate_failures": sum(p["exit"] == 1 for p in pairs), "cases": sum(p["cases"] for p in pairs),
             "flagged": sum(p["flagged"] for p in pairs), "slower": sum(p["slower"] for p in pairs),
             "verdicts": dict(counts), "load_min": min(loads), "load_max": max(loads),
+            "loads": loads, "seconds": seconds,
             "run_seconds_median": sorted(seconds)[len(seconds) // 2]}
+
+
+def recompare(folder: Path) -> list[dict]:
+    """The tables of an earlier ``--out`` folder, judged again by the current ``harness compare``
+    (compare only reads run folders: the runs are kept, the verdicts come from today's code)."""
+    try:
+        earlier = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"bench_aa: {folder} holds no summary.json of an earlier run ({exc})")
+    results = []
+    for r in earlier:
+        name = r["condition"]
+        pairs = [judge_pair(folder / f"{name}-{i}-a", folder / f"{name}-{i}-b", dict(os.environ))
+                 for i in range(len(r["pairs"]))]
+        loads = r.get("loads") or [r["load_min"], r["load_max"]]
+        seconds = r.get("seconds") or [r["run_seconds_median"]]
+        results.append(summarize(name, r["suite"], r["rounds"], pairs, loads, seconds))
+    return results
 
 
 def table(results: list[dict], args) -> str:
@@ -205,7 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slowdown", type=float, default=0.10, help="extra work of B in the slowdown condition")
     ap.add_argument("--conditions", default="quiet,loaded,slowdown,spin-aa")
     ap.add_argument("--out", help="keep the run folders and the summary here (default: a temporary folder)")
+    ap.add_argument("--recompare", metavar="DIR", action="append", type=Path,
+                    help="measure nothing: judge the kept pairs of an earlier --out folder again (repeatable)")
     args = ap.parse_args(argv)
+    if args.recompare:
+        results = [r for folder in args.recompare for r in recompare(folder)]
+        args.pairs = max(len(r["pairs"]) for r in results)
+        print(table(results, args))
+        return 0
     conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
     bad = [c for c in conditions if c not in ("quiet", "loaded", "slowdown", "spin-aa")]
     if bad or args.pairs < 1:
