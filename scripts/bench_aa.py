@@ -153,7 +153,7 @@ def run_condition(name: str, args, work: Path) -> dict:
             seconds.append(run_once(b, suite, profile, rounds, args.threads, env_b))
             loads.append(os.getloadavg()[0])
             pairs.append(judge_pair(a, b, env))
-            print(f"bench_aa: {name} pair {i + 1}/{args.pairs}: exit {code}, "
+            print(f"bench_aa: {name} pair {i + 1}/{args.pairs}: exit {pairs[-1]['exit']}, "
                   f"{pairs[-1]['flagged']}/{pairs[-1]['cases']} cases flagged, load {loads[-1]:.1f}", file=sys.stderr)
     finally:
         if background is not None:

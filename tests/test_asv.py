@@ -312,8 +312,10 @@ def test_managed_environment_config_builds_one_wheel_offline(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     (wheel,) = list((tmp_path / "wheels").glob("*.whl"))
     with zipfile.ZipFile(wheel) as zf:
-        tops = {n.split("/", 1)[0] for n in zf.namelist()}
+        names = zf.namelist()
+    tops = {n.split("/", 1)[0] for n in names}
     assert {"harness", "suites"} <= tops and "benchmarks" not in tops
+    assert "harness/templates/report.html.j2" in names  # the report's template ships in the wheel
 
 
 
