@@ -510,12 +510,15 @@ def summary_line(c: Comparison) -> str:
     return f"{c.b_label} vs {c.a_label}: {counts}; {status}"
 
 
-def _ratio_text(r: Row) -> str:
-    if r.ratio is None or not math.isfinite(r.ratio):
-        return "" if r.ratio is None else "inf"
-    text = f"{r.ratio:.3f}x"
-    if r.ratio_low is not None and r.ratio_high is not None:
-        text += f" [{r.ratio_low:.3f}, {r.ratio_high:.3f}]"
+def ratio_text(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
+    """``1.318x [1.309, 1.332]``: a ratio B/A with its interval where it has a finite one."""
+    if ratio is None:
+        return ""
+    if not math.isfinite(ratio):
+        return "inf"
+    text = f"{ratio:.3f}x"
+    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
+        text += f" [{low:.3f}, {high:.3f}]"
     return text
 
 
@@ -566,7 +569,7 @@ def to_markdown(c: Comparison, changes_only: bool = False) -> str:
             p = f"{r.noise:.1%}" if r.noise is not None else ""
             verdict = f"**{r.verdict}**" if r.regression else r.verdict
             vals = [verdict, r.variant] + [str(r.params.get(k, "")) for k in varying] + [
-                r.metric, a, b, _ratio_text(r), p, r.note.replace("|", "/")]
+                r.metric, a, b, ratio_text(r.ratio, r.ratio_low, r.ratio_high), p, r.note.replace("|", "/")]
             out.append("| " + " | ".join(vals) + " |")
         out.append("")
     return "\n".join(out)

@@ -13,7 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .measure.peaks import cpu_info
+from .measure.peaks import cpu_info, cpu_model
 from .measure.telemetry import cuda_identity, gpu_state
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +136,7 @@ def fingerprint(device: str = "cpu") -> dict[str, Any]:
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": cpu.get("brand_raw") or platform.processor() or platform.machine(),
+        "cpu": cpu_model(cpu),
         "cpu_vendor": cpu.get("vendor_id_raw"),
         "cpu_flags": cpu.get("flags"),
         "cpu_count": os.cpu_count(),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .compare import ratio_text, spread_notes
 from .export import HTML_STYLE, build_tables, fmt_number, tables_html
 from .results import FAILED_STATUSES, Record, ResultSet
 
@@ -101,17 +102,6 @@ class SummaryCase:
             if value and value not in into:
                 into.append(value)
         self.magnitude = max(self.magnitude, magnitude)
-
-
-def ratio_text(ratio: float | None, low: float | None = None, high: float | None = None) -> str:
-    if ratio is None:
-        return ""
-    if not math.isfinite(ratio):
-        return "inf"
-    text = f"{ratio:.3f}x"
-    if low is not None and high is not None and math.isfinite(low) and math.isfinite(high):
-        text += f" [{low:.3f}, {high:.3f}]"
-    return text
 
 
 def summary_cases(rs: ResultSet, comparison=None) -> list[SummaryCase]:
@@ -531,8 +521,6 @@ nav.toc a{margin-right:0.8em}
 def build_report(rs: ResultSet, comparison=None, title: str | None = None) -> str:
     """The report page as one HTML string."""
     from markupsafe import Markup
-
-    from .compare import spread_notes
 
     counts: dict[str, int] = {}
     for r in rs.records:

@@ -115,7 +115,8 @@ def cpu_info() -> dict[str, Any]:
     return info
 
 
-def cpu_model() -> str:
-    """The CPU's brand string (py-cpuinfo's ``brand_raw``), else what the platform module says."""
-    brand = cpu_info().get("brand_raw")
+def cpu_model(info: dict[str, Any] | None = None) -> str:
+    """The CPU's brand string (py-cpuinfo's ``brand_raw``, from ``info`` when given, else
+    :func:`cpu_info`), else what the platform module says."""
+    brand = (cpu_info() if info is None else info).get("brand_raw")
     return str(brand) if brand else (platform.processor() or platform.machine())
