@@ -4,7 +4,7 @@ Suites declare comparable variants of a technique; the harness measures their sp
 and quality on the CPU or a GPU, stores every record, and renders comparison tables.
 """
 
-from .suite import (
+from .declare.suite import (
     COUNT,
     HIGHER,
     LOWER,
@@ -22,8 +22,8 @@ from .suite import (
     Workload,
     variant,
 )
-from .results import MetricValue, Record, ResultSet, load_results
-from .session import RunOptions, RunSession, run_suites
+from .results.records import MetricValue, Record, ResultSet, load_results
+from .run.session import RunOptions, RunSession, run_suites
 
 __version__ = "0.1.0"
 

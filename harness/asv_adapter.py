@@ -13,7 +13,7 @@ peak_memory, tflops, throughput and the suite's own). Each function's ``benchmar
   params, ``variant=a,b`` picks variants); ``$HARNESS_ASV_K`` filters like ``-k``. Points that
   are not in the plan, variants skipped here (a CUDA-only one on the CPU) and metrics a
   variant does not report are skipped in asv (shown as n/a), failures fail the benchmark.
-- **Measurement.** A run session (:mod:`harness.session`) measures the case (device events on
+- **Measurement.** A run session (:mod:`harness.run.session`) measures the case (device events on
   CUDA, never asv's host timer) into a complete run folder; ``$HARNESS_ASV_DEVICE`` picks the
   device (default ``auto``). A case is measured once per asv sample: the run folders live in
   the working folder that asv's ``setup_cache`` gives every benchmark of a run, and each
@@ -103,7 +103,7 @@ def _env_overrides() -> tuple[dict[str, list[str]], list[str] | None]:
 
 def layout(cls) -> Layout:
     """Plan the suite for the asv profile and lay the cases out as asv params."""
-    from .export import column_label
+    from .present.export import column_label
     from .plan import PlanError, plan_suite
 
     profile = os.environ.get(ENV_PROFILE, "").strip() or DEFAULT_PROFILE
@@ -150,8 +150,8 @@ def _point_folder(cache: dict | None, suite: str, params: tuple) -> Path:
 
 
 def _measure(cls, case, folder: Path) -> "Record":  # noqa: F821 - results.Record, imported lazily
-    from .environment import resolve_device
-    from .session import RunOptions, RunSession
+    from .measure.environment import resolve_device
+    from .run.session import RunOptions, RunSession
 
     threads = os.environ.get(ENV_THREADS, "").strip()
     device = resolve_device(os.environ.get(ENV_DEVICE, "").strip() or "auto")
@@ -167,7 +167,7 @@ _RUN_RECORDS: dict[str, dict] = {}
 
 def recorded(run_dir: str, case):
     """The record of ``case`` in the run folder ``run_dir`` (rounds aggregated), measuring nothing."""
-    from .results import load_results
+    from .results.records import load_results
 
     if run_dir not in _RUN_RECORDS:
         _RUN_RECORDS[run_dir] = {r.key: r for r in load_results(run_dir).records}
@@ -184,7 +184,7 @@ def record_for(cls, case, cache: dict | None, params: tuple, metric: str):
     With ``$HARNESS_ASV_RECORDS`` naming a run folder, the record is that run's (the nightly job
     records in asv what it has just measured, without measuring again).
     """
-    from .results import load_results
+    from .results.records import load_results
 
     run_dir = os.environ.get(ENV_RECORDS, "").strip()
     if run_dir:
@@ -282,7 +282,7 @@ def benchmark_class(cls) -> type:
         track.pretty_source = (
             f"# suite {cls.suite_name()!r}, metric {metric.name!r} [{metric.unit}], {metric.better} is better\n"
             f"# {metric.description}\n"
-            f"# measured by the harness engine (harness.session.RunSession), profile {lay.profile!r}\n"
+            f"# measured by the harness engine (harness.run.session.RunSession), profile {lay.profile!r}\n"
             + (f"# recorded as 1/value in {track.unit} so that lower is better in asv\n" if inverted else "")
         )
         namespace[fname] = track
@@ -295,7 +295,7 @@ def benchmark_classes() -> dict[str, type]:
     A suite file that fails to load becomes a benchmark that fails with the reason, so asv
     shows it rather than dropping it.
     """
-    from .registry import discover
+    from .declare.registry import discover
 
     reg = discover()
     out: dict[str, type] = {}

@@ -13,11 +13,11 @@ import sys
 import traceback
 from pathlib import Path
 
-from . import export as export_mod
+from .present import export as export_mod
 from .plan import PlanError, parse_param_overrides, plan_cases
-from .registry import Registry, RegistryError, discover, suggest
-from .results import FAILED_STATUSES, ResultsError, load_results
-from .session import RunTerminated
+from .declare.registry import Registry, RegistryError, discover, suggest
+from .results.records import FAILED_STATUSES, ResultsError, load_results
+from .run.session import RunTerminated
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
 EXIT_FAILURES = 1  # harness run: some case failed, ran out of memory, timed out or crashed
@@ -244,8 +244,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .environment import resolve_device
-    from .session import RunOptions, RunSession
+    from .measure.environment import resolve_device
+    from .run.session import RunOptions, RunSession
 
     _enable_faulthandler()
     against = _load_against(args)  # a bad baseline name fails before anything runs
@@ -299,7 +299,7 @@ def cmd_run(args) -> int:
 
 
 def _require_ray() -> None:
-    from .executors_ray import RayNotInstalled, require_ray
+    from .run.ray_executor import RayNotInstalled, require_ray
 
     try:
         require_ray()
@@ -308,7 +308,7 @@ def _require_ray() -> None:
 
 
 def cmd_merge(args) -> int:
-    from .merge import merge_runs
+    from .run.merge import merge_runs
 
     merged = merge_runs(args.runs, args.out)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(merged.status_counts().items()))
@@ -339,7 +339,7 @@ def _finish_run(args, session, results, against) -> int:
 def cmd_export(args) -> int:
     import json
 
-    from . import integrations
+    from .present import integrations
 
     formats = export_mod.FORMATS + integrations.INTEGRATION_FORMATS
     if args.format not in formats:
@@ -431,7 +431,7 @@ def _add_history_commands(sub, run) -> None:
 
 
 def _compare_options(args):
-    from .compare import CompareOptions
+    from .judge.compare import CompareOptions
 
     thresholds = dict(CompareOptions().thresholds)
     for item in getattr(args, "threshold", None) or []:
@@ -457,7 +457,7 @@ def _load_against(args):
 
 
 def _compare_against(against, results, args) -> int:
-    from .compare import compare, render
+    from .judge.compare import compare, render
 
     comparison = compare(against, results, _compare_options(args))
     print(render(comparison, "markdown", changes_only=True))
@@ -465,7 +465,7 @@ def _compare_against(against, results, args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from .baseline import baselines_dir, list_baselines, save_baseline
+    from .results.baseline import baselines_dir, list_baselines, save_baseline
 
     if args.baseline_command == "save":
         path = save_baseline(args.run_dir if len(args.run_dir) > 1 else args.run_dir[0], args.name, Path(args.dir) if args.dir else None, force=args.force)
@@ -482,7 +482,7 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import FORMATS, compare, render
+    from .judge.compare import FORMATS, compare, render
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}{suggest(args.format, FORMATS)}")
@@ -497,15 +497,15 @@ def cmd_compare(args) -> int:
         write_output(args.output, text)
     else:
         sys.stdout.write(text)
-    from .compare import summary_line
+    from .judge.compare import summary_line
 
     print(f"harness: {summary_line(comparison)}", file=sys.stderr)
     return comparison.exit_code
 
 
 def cmd_report(args) -> int:
-    from .compare import compare
-    from .report import write_report
+    from .judge.compare import compare
+    from .present.report import write_report
 
     rs = load_results(args.run_dir, strict=False)
     if rs.kind != "run":
@@ -523,8 +523,8 @@ if __name__ == "__main__":
 
 
 def cmd_doctor(args) -> int:
-    from .doctor import run_doctor
-    from .environment import resolve_device
+    from .measure.doctor import run_doctor
+    from .measure.environment import resolve_device
 
     try:
         device = resolve_device(args.device)

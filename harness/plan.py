@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .registry import suggest
-from .suite import Suite, Timing
+from .declare.registry import suggest
+from .declare.suite import Suite, Timing
 
 
 class PlanError(Exception):

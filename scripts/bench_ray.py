@@ -63,10 +63,10 @@ def _loopback_only() -> bool:
 def sweep(workers: int, suite_path: Path, out: Path):
     import ray
 
-    from harness.executors_ray import RayExecutor
+    from harness.run.ray_executor import RayExecutor
     from harness.plan import plan_cases
-    from harness.registry import discover
-    from harness.session import RunOptions, RunSession
+    from harness.declare.registry import discover
+    from harness.run.session import RunOptions, RunSession
 
     cls = discover(extra=[suite_path], builtin=False).get("raybench")
     cases = plan_cases([cls], "quick", "cpu")

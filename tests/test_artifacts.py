@@ -420,8 +420,8 @@ def test_in_process_case_limit_lets_the_build_finish_into_the_cache(write_suite,
     """The engine's own case alarm: the case that trains times out, but only once the model is
     cached, so the next run loads it (before, every run was cut off in mid-training)."""
     from harness.plan import plan_suite
-    from harness.registry import discover
-    from harness.session import run_cases
+    from harness.declare.registry import discover
+    from harness.run.session import run_cases
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     cls = discover(extra=[write_suite("trains_suite", TRAINING_SUITE)], builtin=False).get("trains")
@@ -438,8 +438,8 @@ def test_isolated_case_limit_is_held_while_the_worker_builds(write_suite, tmp_pa
     """In a worker, the build tells the parent, which holds the case's time limit: the case that
     trains (longer than the limit) completes, and the model is in the cache."""
     from harness.plan import plan_suite
-    from harness.registry import discover
-    from harness.session import run_cases
+    from harness.declare.registry import discover
+    from harness.run.session import run_cases
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
     cls = discover(extra=[write_suite("trains_suite", TRAINING_SUITE)], builtin=False).get("trains")

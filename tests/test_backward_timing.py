@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from harness import Timing
-from harness.environment import fingerprint, precision_state
+from harness.measure.environment import fingerprint, precision_state
 from harness.measure import CpuTimer, count_flops, measure_time
 from harness.plan import plan_suite
-from harness.runner import CaseExecutor
+from harness.run.executors import CaseExecutor
 from suites.attention import Attention
 from suites.common.models import build_model, gpt_training_flops, loss_fn, make_batches, preset_spec
 from suites.common.training import training_step_flops

@@ -13,8 +13,8 @@ import json
 import pytest
 
 from harness.plan import plan_cases
-from harness.registry import discover
-from harness.results import load_results
+from harness.declare.registry import discover
+from harness.results.records import load_results
 
 BASELINE = "cpu-quick"
 REGENERATE = ("regenerate it from a clean tree: harness run --profile quick --device cpu --threads 1 --rounds 3 "

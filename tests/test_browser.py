@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from asv_helpers import asv_project
-from harness.asv_html import assets_dir, localize
+from harness.present.asv_html import assets_dir, localize
 from harness.paths import PROJECT_ROOT
 from synthetic_runs import standard_run
 

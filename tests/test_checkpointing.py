@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from harness.plan import plan_suite
-from harness.runner import CaseExecutor
+from harness.run.executors import CaseExecutor
 from suites.checkpointing import FORWARDS, Checkpointing, gradients, max_relative_difference, sqrt_segments
 from suites.common.models import ModelSpec, build_model, make_batches
 from suites.common.training import (

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.compare import CompareOptions, Evidence, compare, judge, render
-from harness.results import load_results
-from harness.suite import Band
+from harness.judge.compare import CompareOptions, Evidence, compare, judge, render
+from harness.results.records import load_results
+from harness.declare.suite import Band
 from synthetic_runs import ok_record, standard_run, status_record, timing_samples, write_run
 
 TRIALS = 5000

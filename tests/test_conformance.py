@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from harness.export import build_tables, render
+from harness.present.export import build_tables, render
 from harness.plan import plan_suite
-from harness.registry import discover
-from harness.results import read_records
-from harness.session import run_cases
+from harness.declare.registry import discover
+from harness.results.records import read_records
+from harness.run.session import run_cases
 
 REGISTRY = discover()
 

@@ -274,7 +274,7 @@ def test_training_is_cached_by_config_and_checkpoints_load(tmp_path):
 # --------------------------------------------------------------------------- the suite
 def test_suite_runs_every_variant_end_to_end(tmp_path, monkeypatch):
     from harness.plan import plan_suite
-    from harness.runner import CaseExecutor
+    from harness.run.executors import CaseExecutor
     from harness.metrics.coco import STAT_NAMES
     from suites.detection import Detection
 

@@ -12,7 +12,7 @@ import torch
 import suites.diffusion as diffusion
 from harness.metrics.fid import INCEPTION_ENV
 from harness.plan import plan_suite
-from harness.session import run_cases
+from harness.run.session import run_cases
 from suites.common import diffusion_models as dm
 from suites.diffusion import (
     Diffusion,

@@ -10,11 +10,11 @@ import pytest
 from cuda_fakes import FakeCudaDevice, FakeGpu, FakeNvml
 from harness import Suite, Workload, variant
 from harness.cli import main
-from harness.doctor import Doctor, DoctorTiming
+from harness.measure.doctor import Doctor, DoctorTiming
 from harness.measure.device import CpuDevice
 from harness.measure.peaks import load_peaks, peak_for, peaks_path, store_peaks
 from harness.plan import Case
-from harness.runner import CaseExecutor
+from harness.run.executors import CaseExecutor
 
 FAKE_CYCLES_PER_MS = 1.98e6  # the fake SM runs at 1980 MHz
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.export import build_tables, latex_escape, render
-from harness.results import Record, metric_value, read_records
+from harness.present.export import build_tables, latex_escape, render
+from harness.results.records import Record, metric_value, read_records
 
 META = {"s": {"reference": "base", "metrics": {"latency": {"unit": "ms", "better": "lower", "ratio": True},
                                                 "err": {"unit": "", "better": "lower", "ratio": False}}}}
@@ -135,7 +135,7 @@ def test_suite_layout_has_metrics_as_columns_and_ratio_columns():
 
 
 def test_marks_have_one_source_and_reach_every_format(monkeypatch):
-    from harness import export
+    from harness.present import export
 
     throttled = rec("fast", 128, 1.0)
     throttled.info = {"valid": False, "valid_reason": "clocks fell"}
@@ -212,7 +212,7 @@ def test_pytest_benchmark_stats_are_pytest_benchmarks_own():
     stats_mod = pytest.importorskip("pytest_benchmark.stats")
     import numpy as np
 
-    from harness.integrations import benchmark_stats
+    from harness.present.integrations import benchmark_stats
 
     rng = np.random.default_rng(3)
     for n in (1, 2, 5, 6, 7, 8, 30, 31):
@@ -261,7 +261,7 @@ def test_pytest_benchmark_export_round_trips_through_compare(tmp_path, capsys):
                                                                        "kind": "memory"}
     assert peak["rounds"] == [16.0, 16.0, 16.0]  # the run made 3 rounds
     assert bench["extra_info"]["accuracy"]["value"] == 0.9 and "samples" not in bench["extra_info"]["harness_latency"]
-    from harness.results import load_results
+    from harness.results.records import load_results
 
     samples_ms = next(r for r in load_results(second).records if r.variant == "base" and r.params == {"n": 256}
                       ).metrics["latency"].samples  # every round's samples, pooled
@@ -321,7 +321,7 @@ def test_export_layout_option(tmp_path, capsys):
 def test_wide_spread_and_quality_band_marks(tmp_path):
     """A latency of 3 samples and one with a wide CI carry '~'; a variant outside its quality
     band carries '§' on that metric; each mark's footnote says why."""
-    from harness.results import ResultSet
+    from harness.results.records import ResultSet
 
     def r(variant, n_samples, ci, err):
         m = {"latency": metric_value(1.0, "ms", "lower", "time", median=1.0, iqr=0.01, n=n_samples,

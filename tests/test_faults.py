@@ -18,8 +18,8 @@ import pytest
 
 from harness import load_results
 from harness.plan import plan_suite
-from harness.registry import discover
-from harness.session import run_cases
+from harness.declare.registry import discover
+from harness.run.session import run_cases
 
 FAULTS = '''
 import ctypes

@@ -11,9 +11,9 @@ from cuda_fakes import FakeCudaDevice, FakeCudaModule, FakeGpu, FakeNvml, physic
 from harness import Suite, Timing, Workload, variant
 from harness.measure.telemetry import NvmlDevice, TelemetryWindow, cuda_identity, nvml_device
 from harness.plan import Case, plan_suite
-from harness.registry import discover
-from harness.runner import CaseExecutor, is_oom, is_sticky_cuda_error
-from harness.session import run_cases
+from harness.declare.registry import discover
+from harness.run.executors import CaseExecutor, is_oom, is_sticky_cuda_error
+from harness.run.session import run_cases
 
 FAST = Timing(warmup_s=0.0, min_warmup=1, budget_s=0.02, min_runs=5, rel_spread=0.01)
 
@@ -134,7 +134,7 @@ def run_probe(fake: FakeCudaDevice, device: str):
 
 
 def test_case_device_is_current_for_every_step(monkeypatch):
-    import harness.suite as suite_mod
+    import harness.declare.suite as suite_mod
 
     fake = FakeCudaDevice("cuda:1")
     real_unmet = suite_mod._requirement_unmet

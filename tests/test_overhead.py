@@ -76,7 +76,7 @@ def test_cuda_timer_host_path_per_sample_on_a_fake_device(benchmark):
 
 def test_cpu_timer_accuracy_on_a_known_spin(benchmark):
     """The harness's median of a 2 ms busy spin against its known length (error in extra_info)."""
-    from harness.doctor import SPIN_MS, spin
+    from harness.measure.doctor import SPIN_MS, spin
 
     timing = Timing(warmup_s=0.02, budget_s=0.2, min_runs=20, rel_spread=0.002)
     result = benchmark.pedantic(measure_time, args=(lambda: spin(SPIN_MS), timing, CpuTimer()), rounds=1, iterations=1)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from harness.plan import plan_suite
-from harness.runner import CaseExecutor
+from harness.run.executors import CaseExecutor
 from suites.common.models import ModelSpec, build_model, make_batches, preset_spec
 from suites.common.training import TrainStep, make_optimizer
 from suites.precision import PRECISIONS, Precision, PrecisionState, cpu_has_fast_fp16

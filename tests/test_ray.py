@@ -21,11 +21,11 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'dl-harness
 pytestmark = pytest.mark.netns
 
 from harness import run_suites  # noqa: E402
-from harness.executors_ray import RayExecutor  # noqa: E402
+from harness.run.ray_executor import RayExecutor  # noqa: E402
 from harness.plan import plan_cases  # noqa: E402
-from harness.registry import discover  # noqa: E402
-from harness.results import load_results  # noqa: E402
-from harness.session import RunOptions, RunSession  # noqa: E402
+from harness.declare.registry import discover  # noqa: E402
+from harness.results.records import load_results  # noqa: E402
+from harness.run.session import RunOptions, RunSession  # noqa: E402
 
 SPREAD_SUITE = '''
 import os

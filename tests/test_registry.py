@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from harness import Profile, Suite, SuiteDefinitionError, Workload, variant
-from harness.registry import RegistryError, discover
+from harness.declare.registry import RegistryError, discover
 
 GOOD = '''
 from harness import Suite, Workload, variant
@@ -121,7 +121,7 @@ def test_duplicate_variant_names_raise():
 
 
 def test_spec_hash_ignores_comments_but_not_workload(tmp_path, write_suite):
-    from harness.registry import import_file, suites_in_module
+    from harness.declare.registry import import_file, suites_in_module
 
     base = GOOD.format(cls="H", name="h")
     p1 = write_suite("h1", base)
@@ -135,7 +135,7 @@ def test_spec_hash_ignores_comments_but_not_workload(tmp_path, write_suite):
 def test_benchmark_version_tracks_what_is_measured_not_variant_code(tmp_path):
     """Editing a variant (or a function only variants call) keeps asv's benchmark version;
     changing the grid, the inputs (prepare), a metric or the version attribute changes it."""
-    from harness.registry import discover
+    from harness.declare.registry import discover
 
     base = '''
 from harness import Metric, Profile, Suite, Workload, variant

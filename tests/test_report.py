@@ -7,7 +7,7 @@ import base64
 import re
 
 from harness.cli import main
-from harness.report import pareto_front
+from harness.present.report import pareto_front
 from synthetic_runs import standard_run, troubled_run
 
 
@@ -60,9 +60,9 @@ def test_pareto_front():
 def test_summary_lists_failures_band_violations_and_regressions_worst_first(tmp_path, monkeypatch):
     """One row per case, worst first: a failed case, then one out of its quality band, then one
     30% slower with the ratio's interval; the variant's and the swept params are shown."""
-    from harness.compare import compare
-    from harness.report import summary_cases
-    from harness.results import load_results
+    from harness.judge.compare import compare
+    from harness.present.report import summary_cases
+    from harness.results.records import load_results
 
     a = load_results(troubled_run(tmp_path / "a", seed=0, troubled=False))
     b = load_results(troubled_run(tmp_path / "b", seed=1))
@@ -78,7 +78,7 @@ def test_summary_lists_failures_band_violations_and_regressions_worst_first(tmp_
 
 
 def test_variant_params_are_part_of_the_case(tmp_path):
-    from harness.report import case_label, split_params
+    from harness.present.report import case_label, split_params
 
     meta = {"grid": {"resolution": [32]}}
     vp, gp = split_params(meta, {"steps": 10, "eta": 0.0, "resolution": 32})
@@ -86,7 +86,7 @@ def test_variant_params_are_part_of_the_case(tmp_path):
 
 
 def test_band_limits_follow_the_reference():
-    from harness.report import band_limits
+    from harness.present.report import band_limits
 
     bands = [{"metric": "AP", "min_ratio": 0.75}, {"metric": "rel_error", "max": 1e-3, "variants": ["sdpa"]}]
     assert band_limits(bands, "AP", 0.4) == [("min", 0.75 * 0.4, "band min 0.75 x reference")]

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.results import (
+from harness.results.records import (
     SCHEMA_VERSION,
     Record,
     RecordWriter,
@@ -126,7 +126,7 @@ def test_records_frame_is_long_with_one_row_per_metric(tmp_path):
 
 
 def test_spread_warning_marks_numbers_too_uncertain_to_read():
-    from harness.results import metric_value, spread_warning
+    from harness.results.records import metric_value, spread_warning
 
     def lat(**kw):
         return metric_value(1.0, "ms", "lower", "time", **kw)

@@ -7,12 +7,12 @@ import json
 import pytest
 
 from harness import load_results, run_suites
-from harness.baseline import save_baseline
+from harness.results.baseline import save_baseline
 from harness.cli import main
 from harness.plan import plan_suite
-from harness.registry import discover
-from harness.results import ResultsError
-from harness.session import RunOptions, RunSession, SessionError, new_run_folder
+from harness.declare.registry import discover
+from harness.results.records import ResultsError
+from harness.run.session import RunOptions, RunSession, SessionError, new_run_folder
 
 
 def toy(path):
@@ -72,7 +72,7 @@ class _InterruptAfter:
 
 
 def test_an_interrupted_run_is_marked_and_refused_as_a_baseline(toy_suite_file, tmp_path, capsys):
-    from harness.runner import CaseExecutor
+    from harness.run.executors import CaseExecutor
 
     cls = toy(toy_suite_file)
     cases = [c for c in plan_suite(cls, "quick", "cpu") if c.variant in ("ok", "raises", "skips")]
@@ -141,7 +141,7 @@ def test_a_killed_run_resumes_and_names_the_case_that_was_running(toy_suite_file
 
 def test_resume_refuses_a_changed_plan(toy_suite_file, tmp_path):
     from harness.plan import plan_cases
-    from harness.runner import CaseExecutor
+    from harness.run.executors import CaseExecutor
 
     cls = toy(toy_suite_file)
     cases = plan_cases([cls], "quick", "cpu", only_variants=["ok", "raises"])
@@ -163,7 +163,7 @@ def test_rounds_interleave_every_case_and_resume_by_round(toy_suite_file, tmp_pa
     """--rounds 3: round 2 runs the plan backwards after round 1 has ended; the loaded run has
     one aggregated record per case whose metrics keep the per-round values; a run cut in round 2
     resumes with the missing (case, round) pairs only."""
-    from harness.runner import CaseExecutor
+    from harness.run.executors import CaseExecutor
 
     cls = toy(toy_suite_file)
     cases = [c for c in plan_suite(cls, "quick", "cpu") if c.variant in ("ok", "skips")]
@@ -193,7 +193,7 @@ def test_rounds_interleave_every_case_and_resume_by_round(toy_suite_file, tmp_pa
 
 
 def test_cpu_thread_default_and_hint():
-    from harness.session import cpu_thread_hint, default_cpu_threads
+    from harness.run.session import cpu_thread_hint, default_cpu_threads
 
     n, why = default_cpu_threads()
     assert n >= 1 and "usable cores" in why

@@ -8,11 +8,11 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.compare import check_devices
-from harness.environment import merge_node
+from harness.judge.compare import check_devices
+from harness.measure.environment import merge_node
 from harness.plan import PlanError, parse_shard, plan_cases, shard_cases
-from harness.registry import discover
-from harness.results import ResultSet, load_results
+from harness.declare.registry import discover
+from harness.results.records import ResultSet, load_results
 
 SWEEP = ["--param", "n=8,16,24,32,40", "--variant", "ok,skips", "--quiet", "--no-progress"]
 
@@ -130,7 +130,7 @@ def test_a_run_on_identical_gpus_is_one_device_and_mixed_gpus_are_named():
         "B: cases ran on 2 node(s), 3 worker device(s), all NVIDIA H100: treated as one device"]
     mixed = _spread_run({"a": ["NVIDIA H100"], "b": ["NVIDIA A100"]})
     assert mixed.device_name == "mixed: NVIDIA A100, NVIDIA H100" and mixed.environment["devices_differ"]
-    from harness.compare import CompareError
+    from harness.judge.compare import CompareError
 
     with pytest.raises(CompareError, match="different devices"):
         check_devices(same, mixed, force=False)

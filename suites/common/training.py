@@ -25,7 +25,7 @@ from typing import Any, Callable
 import torch
 
 from harness.measure import measure_peak_memory
-from harness.runner import is_oom
+from harness.run.executors import is_oom
 
 from .models import ModelSpec, build_model, gpt_training_flops, loss_fn, make_batches
 

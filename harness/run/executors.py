@@ -18,13 +18,13 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .measure.device import device_for
-from .measure.flops import count_flops
-from .measure.peaks import peak_for
-from .measure.timing import CpuTimer, CudaEventTimer, host_window, measure_time, spread_fields
-from .plan import Case
-from .results import Record, metric_value
-from .suite import HOST_LATENCY, LATENCY, PCT_OF_PEAK, PEAK_MEMORY, TFLOPS, THROUGHPUT, Skip, Suite, Workload
+from ..measure.device import device_for
+from ..measure.flops import count_flops
+from ..measure.peaks import peak_for
+from ..measure.timing import CpuTimer, CudaEventTimer, host_window, measure_time, spread_fields
+from ..plan import Case
+from ..results.records import Record, metric_value
+from ..declare.suite import HOST_LATENCY, LATENCY, PCT_OF_PEAK, PEAK_MEMORY, TFLOPS, THROUGHPUT, Skip, Suite, Workload
 
 MIB = 1024.0 * 1024.0
 BUILD_LIMIT_S = 3600.0  # an artifact build holds the case limit, up to max(this, 10 x the limit)
@@ -442,13 +442,13 @@ def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str,
     _lead_process_group(parent_pid)
     import torch
 
-    from .registry import load_suite_class
+    from ..declare.registry import load_suite_class
 
     if threads:
         torch.set_num_threads(threads)
     suites = {name: load_suite_class(path, qual) for name, (path, qual) in suite_locations.items()}
     executor = CaseExecutor(suites, run_id=run_id, replace_on_sticky=False)
-    from .artifacts import set_build_listener
+    from ..artifacts import set_build_listener
 
     # while a case builds a cached artifact (trains weights, writes a dataset), the parent
     # holds its time limit, so a build is never killed half way
@@ -473,7 +473,7 @@ class IsolatedExecutor:
     """Runs each case in a worker process; a dead or hung worker is replaced."""
 
     def __init__(self, suites: dict[str, type[Suite]], run_id: str = "", threads: int | None = None):
-        from .registry import class_location
+        from ..declare.registry import class_location
 
         self.locations = {name: class_location(cls) for name, cls in suites.items()}
         self.run_id = run_id
@@ -635,7 +635,7 @@ def _kill_group(pid: int) -> None:
 def warm_up_engine() -> None:
     """Pay the engine's first-call costs once (the profiler behind CPU peak memory takes
     seconds to start), so that they never count against a case's time limit."""
-    from .measure.device import device_for
+    from ..measure.device import device_for
 
     try:
         device_for("cpu").peak_memory(lambda: None)

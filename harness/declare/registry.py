@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .suite import Suite, SuiteDefinitionError
 
-BUILTIN_DIR = Path(__file__).resolve().parent.parent / "suites"
+BUILTIN_DIR = Path(__file__).resolve().parents[2] / "suites"
 
 
 class RegistryError(Exception):

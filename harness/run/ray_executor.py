@@ -5,7 +5,7 @@ Imported only for ``harness run --executor ray``; Ray is the optional extra
 
 - One Ray task per grid point (:attr:`harness.plan.Case.setup_key`): the variants of a point run
   on one GPU, in order, in one worker process that shares the point's ``prepare`` among them
-  (the in-process :class:`harness.runner.CaseExecutor`), so variants stay comparable.
+  (the in-process :class:`harness.run.executors.CaseExecutor`), so variants stay comparable.
 - A CUDA case's task asks for ``num_gpus=1`` (Ray reserves a GPU and sets
   ``CUDA_VISIBLE_DEVICES``); other cases ask for ``cpus_per_task`` CPUs.
 - The task is a streaming generator: each record comes back as its case ends and the session
@@ -33,9 +33,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .plan import Case
-from .results import Record
-from .suite import Suite
+from ..plan import Case
+from ..results.records import Record
+from ..declare.suite import Suite
 
 RAY_EXTRA = "dl-harness[ray]"
 INSTALL_HINT = f"--executor ray needs Ray, which is not installed: pip install '{RAY_EXTRA}'"
@@ -84,7 +84,7 @@ def placement(node_id: str, node_ip: str | None, device: str, gpu_probe: Callabl
 def node_fingerprint(device: str) -> dict[str, Any]:
     """This node's environment fingerprint, computed once per worker process and device."""
     if device not in _NODE_CACHE:
-        from .environment import fingerprint
+        from ..measure.environment import fingerprint
 
         _NODE_CACHE[device] = fingerprint(device)
     return _NODE_CACHE[device]
@@ -98,8 +98,8 @@ def run_point(locations: dict[str, tuple[str, str]], run_id: str, threads: int |
     """
     import torch
 
-    from .registry import load_suite_class
-    from .runner import CaseExecutor
+    from ..declare.registry import load_suite_class
+    from .executors import CaseExecutor
 
     if threads:
         torch.set_num_threads(threads)
@@ -169,7 +169,7 @@ class RayExecutor:
     def __init__(self, suites: dict[str, type[Suite]], run_id: str = "", threads: int | None = None, *,
                  address: str | None = None, cpus_per_task: float = 1, gpus_per_task: float | None = None,
                  kill_grace_s: float = 10.0, init_kwargs: dict | None = None, poll_s: float = 0.2):
-        from .registry import class_location
+        from ..declare.registry import class_location
 
         self.ray = require_ray()
         self.locations = {name: class_location(cls) for name, cls in suites.items()}

@@ -12,7 +12,7 @@ Python) goes through :class:`RunSession`, so every run folder keeps the same pro
 
 :func:`run_suites` is the short form for Python users::
 
-    from harness import run_suites
+    from .. import run_suites
     results = run_suites(["attention"], profile="quick", device="cpu", out="results/att")
     results.frame()          # pandas, one row per (case, metric)
 """
@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .plan import Case, PlanError, plan_cases
-from .results import (
+from ..plan import Case, PlanError, plan_cases
+from ..results.records import (
     ENVIRONMENT_FILE,
     RUN_FILE,
     Record,
@@ -42,7 +42,7 @@ from .results import (
     read_json,
     write_json,
 )
-from .suite import Suite
+from ..declare.suite import Suite
 
 RUNS_ROOT = Path("results")
 RUNNING_FILE = "running.json"  # the case in progress; left behind only by a run that died
@@ -248,7 +248,7 @@ class RunSession:
     def _open(self) -> None:
         import torch
 
-        from .environment import fingerprint
+        from ..measure.environment import fingerprint
 
         opts = self.options
         try:
@@ -305,10 +305,10 @@ class RunSession:
         write_json(self.folder / RUN_FILE, self.meta)
 
     def _make_executor(self):
-        from .runner import make_executor
+        from .executors import make_executor
 
         if self.options.executor == "ray":
-            from .executors_ray import RayExecutor
+            from .ray_executor import RayExecutor
 
             return RayExecutor(self.suites, self.run_id, self.options.threads, address=self.options.ray_address)
         return make_executor(self.suites, self.run_id, isolate=self.options.isolate, threads=self.options.threads)
@@ -390,7 +390,7 @@ class RunSession:
 
     def _add_node(self, node_id: str, node_env: dict[str, Any], where: dict[str, Any]) -> None:
         """Keep a node's fingerprint (and each GPU seen on it) in environment.json, at once."""
-        from .environment import merge_node
+        from ..measure.environment import merge_node
 
         path = self.folder / ENVIRONMENT_FILE
         write_json(path, merge_node(read_json(path), node_id, node_env, where))
@@ -405,8 +405,8 @@ class RunSession:
         cases stored there. Finished records stay; the case that was running when the run died
         becomes ``crashed``; call :meth:`run_remaining` to run the rest.
         """
-        from .registry import RegistryError, load_suite_class
-        from .results import RECORDS_FILE, read_records
+        from ..declare.registry import RegistryError, load_suite_class
+        from ..results.records import RECORDS_FILE, read_records
 
         folder = Path(folder)
         meta = read_json(folder / RUN_FILE)
@@ -434,7 +434,7 @@ class RunSession:
         cases = plan_cases(list(suites.values()), options.profile or "quick", options.device, options.pattern,
                            options.param_overrides, options.variants)
         if options.shard:
-            from .plan import parse_shard, shard_cases
+            from ..plan import parse_shard, shard_cases
 
             cases = shard_cases(cases, *parse_shard(options.shard))
         planned = [{"suite": c.suite, "variant": c.variant, "params": c.params_dict} for c in cases]
@@ -496,7 +496,7 @@ def _named_call(name: str, fn, *args):
 
 
 def _case_key(case: Case) -> tuple[str, str, str]:
-    """A planned case's identity, as :attr:`harness.results.Record.key` gives a record's."""
+    """A planned case's identity, as :attr:`harness.results.records.Record.key` gives a record's."""
     return (case.suite, case.variant, json.dumps(case.params_dict, sort_keys=True, default=str))
 
 
@@ -510,7 +510,7 @@ def _where(placement: dict[str, Any] | None) -> str:
 
 
 def _location(cls: type[Suite]) -> tuple[str, str]:
-    from .registry import class_location
+    from ..declare.registry import class_location
 
     return class_location(cls)
 
@@ -544,8 +544,8 @@ def run_suites(
     ``params`` replaces a param's values (``{"seq_len": [256, 512]}``), as ``--param`` does;
     ``rounds`` passes over all cases, interleaved, as ``--rounds`` does.
     """
-    from .environment import resolve_device
-    from .registry import discover
+    from ..measure.environment import resolve_device
+    from ..declare.registry import discover
 
     classes: list[type[Suite]] = []
     registry = None

@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .paths import baselines_dir
-from .results import (
+from ..paths import baselines_dir
+from .records import (
     BASELINE_SCHEMA,
     BASELINE_SCHEMA_VERSION,
     MetricValue,

@@ -10,7 +10,7 @@ quality metric, one panel per grid point, with the Pareto front and the declared
 band; and the tables. The full verdict table is collapsed and filterable; the environment
 closes the page. Plots are matplotlib PNGs embedded as base64 and the page's one script is
 inline, so the report is a single file that works offline. The page is a Jinja2 template
-(``harness/templates/report.html.j2``).
+(``harness/present/templates/report.html.j2``).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .compare import ratio_text, spread_notes
+from ..judge.compare import ratio_text, spread_notes
 from .export import HTML_STYLE, build_tables, fmt_number, tables_html
-from .results import FAILED_STATUSES, Record, ResultSet
+from ..results.records import FAILED_STATUSES, Record, ResultSet
 
 MAX_FACETS = 6
 # Order of the summary: a failed case first, then a broken band, then a slower or worse one.
@@ -482,7 +482,7 @@ def _environment_items(env: dict[str, Any]) -> list[tuple[str, str]]:
 def _template():
     import jinja2
 
-    loader = jinja2.PackageLoader("harness", "templates")
+    loader = jinja2.PackageLoader("harness.present", "templates")
     env = jinja2.Environment(loader=loader, autoescape=jinja2.select_autoescape(["html", "j2"]),
                              trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
     return env.get_template("report.html.j2")

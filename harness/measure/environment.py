@@ -13,10 +13,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .measure.peaks import cpu_info, cpu_model
-from .measure.telemetry import cuda_identity, gpu_state
+from ..paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from .peaks import cpu_info, cpu_model
+from .telemetry import cuda_identity, gpu_state
+
 
 
 def _git(*args: str, cwd: Path) -> str | None:

@@ -59,10 +59,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .export import fmt_number
-from .measure.stats import MIN_CI_SAMPLES
-from .results import FAILED_STATUSES, ResultSet, ResultsError, json_safe
-from .suite import METRIC_KINDS
+from ..present.export import fmt_number
+from ..measure.stats import MIN_CI_SAMPLES
+from ..results.records import FAILED_STATUSES, ResultSet, ResultsError, json_safe
+from ..declare.suite import METRIC_KINDS
 
 REGRESSIONS = ("slower", "worse", "out-of-band", "failed")
 IMPROVEMENTS = ("faster", "better")

@@ -3,7 +3,7 @@ and the one loader for run folders and baselines (-> :class:`ResultSet` -> panda
 
 A run folder holds ``records.jsonl`` (one Record per line, flushed as each case finishes),
 ``environment.json`` (where the run happened) and ``run.json`` (what was asked for, the suites'
-declarations, and whether the run finished). :mod:`harness.session` writes run folders; this
+declarations, and whether the run finished). :mod:`harness.run.session` writes run folders; this
 module reads them, and baseline files too.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from .paths import baselines_dir
-from .suite import METRIC_KINDS
+from ..paths import baselines_dir
+from ..declare.suite import METRIC_KINDS
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "skipped", "failed", "oom", "timeout", "crashed")
@@ -151,7 +151,7 @@ def spread_warning(m: MetricValue) -> str:
     """Why a measured number is too uncertain to read at face value ("" when it is not): fewer
     samples than a 95% CI of the median needs, a CI or a spread between rounds wider than
     WIDE_SPREAD of the value. Values without statistics (quality metrics) are never marked."""
-    from .measure.stats import MIN_CI_SAMPLES
+    from ..measure.stats import MIN_CI_SAMPLES
 
     v = m.finite_value
     if v is None or m.n is None:
@@ -360,7 +360,7 @@ class ResultSet:
 
     def band_violations(self, record: Record) -> list[str]:
         """The quality bands of its suite that ``record`` breaks (empty when within, or none declared)."""
-        from .suite import band_violations
+        from ..declare.suite import band_violations
 
         meta = self.suites_meta.get(record.suite) or {}
         bands = meta.get("bands") or []
@@ -435,7 +435,7 @@ def aggregate_rounds(records: list[Record]) -> list[Record]:
 
 
 def _aggregate_case(group: list[Record]) -> Record:
-    from .measure.stats import SampleStats
+    from ..measure.stats import SampleStats
 
     n_rounds = len(group)
     first = group[0]
@@ -513,7 +513,7 @@ def load_results(spec: str | Path, strict: bool = True, baselines: Path | None =
     candidate = folder / f"{text}.json"
     if candidate.is_file():
         return load_baseline_file(candidate)
-    from .registry import suggest
+    from ..declare.registry import suggest
 
     names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
     raise ResultsError(f"unknown baseline {text!r} (no run folder of that name either){suggest(text, names)}")

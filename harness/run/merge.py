@@ -14,8 +14,8 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
-from .environment import merge_node
-from .results import (
+from ..measure.environment import merge_node
+from ..results.records import (
     ENVIRONMENT_FILE,
     RUN_FILE,
     Record,

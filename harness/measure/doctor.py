@@ -24,9 +24,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, TextIO
 
-from .measure.device import CpuDevice, CudaDevice, device_for
-from .measure.peaks import store_peaks
-from .measure.timing import host_window, measure_time
+from .device import CpuDevice, CudaDevice, device_for
+from .peaks import store_peaks
+from .timing import host_window, measure_time
 
 SPIN_MS = 2.0
 TIMER_TOLERANCE = 0.005  # the CPU timer must read a known spin within 0.5%

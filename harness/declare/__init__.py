@@ -1,0 +1,1 @@
+"""Declaring suites: the Suite base class, variants, metrics, profiles, and discovery of suite files."""

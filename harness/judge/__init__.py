@@ -1,0 +1,1 @@
+"""Judging two result sets: statistics, pairing of cases, verdicts."""
