@@ -457,7 +457,8 @@ def _load_against(args):
 
 
 def _compare_against(against, results, args) -> int:
-    from .judge.compare import compare, render
+    from .judge.compare import compare
+    from .present.compare_render import render
 
     comparison = compare(against, results, _compare_options(args))
     print(render(comparison, "markdown", changes_only=True))
@@ -482,7 +483,8 @@ def cmd_baseline(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .judge.compare import FORMATS, compare, render
+    from .judge.compare import compare
+    from .present.compare_render import FORMATS, render, summary_line
 
     if args.format not in FORMATS:
         raise UsageError(f"unknown format {args.format!r}{suggest(args.format, FORMATS)}")
@@ -497,8 +499,6 @@ def cmd_compare(args) -> int:
         write_output(args.output, text)
     else:
         sys.stdout.write(text)
-    from .judge.compare import summary_line
-
     print(f"harness: {summary_line(comparison)}", file=sys.stderr)
     return comparison.exit_code
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.judge.compare import CompareOptions, Evidence, compare, judge, render
+from harness.judge.compare import CompareOptions, Evidence, compare, judge
+from harness.present.compare_render import render
 from harness.results.records import load_results
 from harness.declare.suite import Band
 from synthetic_runs import ok_record, standard_run, status_record, timing_samples, write_run
@@ -260,7 +261,9 @@ def test_a_faster_variant_outside_its_quality_band_is_no_win(tmp_path):
     ra, rb = load_results(a), load_results(b)
     assert ra.rounds == 3 and len(rb.records) == 2
     fast_b = next(r for r in rb.records if r.variant == "fast")
-    assert rb.band_violations(fast_b) == ["accuracy 0.72 outside the band (>= 0.855 (0.95 x reference 0.9))"]
+    (broken,) = rb.band_violations(fast_b)
+    assert (broken.metric, broken.value, broken.op, broken.ratio, broken.reference) == ("accuracy", 0.72, ">=", 0.95, 0.9)
+    assert str(broken) == "accuracy 0.72 outside the band (>= 0.855 (0.95 x reference 0.9))"
     assert ra.band_violations(next(r for r in ra.records if r.variant == "fast")) == []
     c = compare(ra, rb)
     rows = {(r.variant, r.metric): r for r in c.rows}

@@ -16,7 +16,7 @@ import importlib.util
 import inspect
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 LOWER = "lower"
 HIGHER = "higher"
@@ -120,8 +120,38 @@ class Band:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
+@dataclass(frozen=True)
+class BandViolation:
+    """One bound of a quality band that a variant's value breaks.
+
+    ``op`` is the bound's sense (``">="`` for a minimum, ``"<="`` for a maximum) and ``bound``
+    the value it sets; for a bound relative to the reference variant, ``ratio`` is the declared
+    factor and ``reference`` the reference's value at the same grid point (both None otherwise).
+    """
+
+    metric: str
+    value: float
+    op: str
+    bound: float
+    ratio: float | None = None
+    reference: float | None = None
+
+    def describe(self) -> str:
+        """``rel_error 0.3 outside the band (<= 0.05)``: the text tables, compare and the report show."""
+        why = f" ({self.ratio} x reference {self.reference:.4g})" if self.ratio is not None else ""
+        return f"{self.metric} {self.value:.4g} outside the band ({self.op} {self.bound:.4g}{why})"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def violations_text(violations: Iterable[BandViolation]) -> str:
+    """The violations of one case as one line: their texts joined by ``; ``."""
+    return "; ".join(v.describe() for v in violations)
+
+
 def band_violations(bands: list[dict], variant: str, reference: str | None, values: Mapping[str, float | None],
-                    reference_values: Mapping[str, float | None] | None) -> list[str]:
+                    reference_values: Mapping[str, float | None] | None) -> list[BandViolation]:
     """What a variant's quality values break of the declared bands (``Band.to_dict()`` form).
 
     ``values`` / ``reference_values`` map metric names to finite values (None: not measured).
@@ -137,17 +167,17 @@ def band_violations(bands: list[dict], variant: str, reference: str | None, valu
         if v is None:
             continue
         ref = (reference_values or {}).get(name)
-        checks = [("min", v, ">=", band.get("min"), ""), ("max", v, "<=", band.get("max"), "")]
+        # (breaks when the value is below it, bound, declared ratio or None)
+        checks = [(True, band.get("min"), None), (False, band.get("max"), None)]
         if ref is not None:
-            checks += [("min", v, ">=", None if band.get("min_ratio") is None else band["min_ratio"] * ref,
-                        f" ({band.get('min_ratio')} x reference {ref:.4g})"),
-                       ("max", v, "<=", None if band.get("max_ratio") is None else band["max_ratio"] * ref,
-                        f" ({band.get('max_ratio')} x reference {ref:.4g})")]
-        for side, val, op, bound, why in checks:
+            checks += [(True, None if band.get("min_ratio") is None else band["min_ratio"] * ref, band.get("min_ratio")),
+                       (False, None if band.get("max_ratio") is None else band["max_ratio"] * ref, band.get("max_ratio"))]
+        for is_min, bound, ratio in checks:
             if bound is None:
                 continue
-            if (side == "min" and val < bound) or (side == "max" and val > bound):
-                out.append(f"{name} {val:.4g} outside the band ({op} {bound:.4g}{why})")
+            if (is_min and v < bound) or (not is_min and v > bound):
+                out.append(BandViolation(name, v, ">=" if is_min else "<=", bound, ratio,
+                                         ref if ratio is not None else None))
     return out
 
 

@@ -21,7 +21,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..declare.suite import violations_text
 from ..results.records import Record, ResultSet, json_safe, spread_warning
+from .numbers import fmt_number
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
 LAYOUTS = ("metric", "suite")
@@ -52,9 +54,9 @@ def cell_marks(results: ResultSet | None, record: Record, metric: str) -> list[M
     if wide:
         marks.append(Mark("~", "spread too wide to read", wide, r"\textsuperscript{$\sim$}"))
     if results is not None:
-        broken = [v for v in results.band_violations(record) if v.split(" ", 1)[0] == metric]
+        broken = [v for v in results.band_violations(record) if v.metric == metric]
         if broken:
-            marks.append(Mark("§", "outside its quality band", "; ".join(broken), r"\textsuperscript{\S}"))
+            marks.append(Mark("§", "outside its quality band", violations_text(broken), r"\textsuperscript{\S}"))
     return marks
 
 
@@ -221,17 +223,6 @@ def build_tables(
 
 
 # --------------------------------------------------------------------------- formatting
-def fmt_number(v: float | None) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float) and not math.isfinite(v):
-        return "NaN" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-    a = abs(v)
-    if a != 0 and (a >= 1e5 or a < 1e-3):
-        return f"{v:.3e}"
-    return f"{v:.4g}"
-
-
 def _spread_parts(cell: Cell) -> tuple[str, int | None]:
     """(spread in %, or "" without one; n when a single sample makes the spread meaningless)."""
     if cell.n == 1:

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..judge.compare import ratio_text, spread_notes
-from .export import HTML_STYLE, build_tables, fmt_number, tables_html
+from ..declare.suite import violations_text
+from ..judge.pairing import spread_notes
+from .export import HTML_STYLE, build_tables, tables_html
+from .numbers import fmt_number, ratio_text
 from ..results.records import FAILED_STATUSES, Record, ResultSet
 
 MAX_FACETS = 6
@@ -134,7 +136,7 @@ def summary_cases(rs: ResultSet, comparison=None) -> list[SummaryCase]:
                 metric = ""
             case(row.suite, row.variant, row.params).add(row.verdict, change, row.note, magnitude, metric)
             for v in row.violations if row.verdict in ("out-of-band", "no-win") else ():
-                case(row.suite, row.variant, row.params).add(row.verdict, metric=v.split(" ", 1)[0])
+                case(row.suite, row.variant, row.params).add(row.verdict, metric=v.metric)
     for rec in rs.records:
         if rec.status in FAILED_STATUSES:
             c = case(rec.suite, rec.variant, rec.params)
@@ -145,9 +147,9 @@ def summary_cases(rs: ResultSet, comparison=None) -> list[SummaryCase]:
         if violations:
             c = case(rec.suite, rec.variant, rec.params)
             if "out-of-band" not in c.verdicts:
-                c.add("out-of-band", note="; ".join(violations))
+                c.add("out-of-band", note=violations_text(violations))
             for v in violations:
-                c.add("out-of-band", metric=v.split(" ", 1)[0])
+                c.add("out-of-band", metric=v.metric)
     return sorted(cases.values(), key=lambda c: (c.severity, -c.magnitude, c.key))
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ..paths import baselines_dir
-from ..declare.suite import METRIC_KINDS
+from ..declare.suite import METRIC_KINDS, BandViolation, band_violations
 
 SCHEMA_VERSION = 2
 STATUSES = ("ok", "skipped", "failed", "oom", "timeout", "crashed")
@@ -349,6 +349,7 @@ class ResultSet:
             if len(set(keys)) != len(keys):
                 self.records = aggregate_rounds(self.records)
         self._bands_index: dict | None = None
+        self._violations: dict[int, tuple] = {}  # id(record) -> (record, its band violations)
 
     @property
     def rounds(self) -> int:
@@ -358,10 +359,15 @@ class ResultSet:
             return declared
         return max((int(r.info.get("rounds", 1) or 1) for r in self.records), default=1)
 
-    def band_violations(self, record: Record) -> list[str]:
-        """The quality bands of its suite that ``record`` breaks (empty when within, or none declared)."""
-        from ..declare.suite import band_violations
+    def band_violations(self, record: Record) -> list[BandViolation]:
+        """The quality bands of its suite that ``record`` breaks (empty when within, or none declared),
+        worked out once per record."""
+        cached = self._violations.get(id(record))
+        if cached is None or cached[0] is not record:
+            cached = self._violations[id(record)] = (record, tuple(self._find_band_violations(record)))
+        return list(cached[1])
 
+    def _find_band_violations(self, record: Record) -> list[BandViolation]:
         meta = self.suites_meta.get(record.suite) or {}
         bands = meta.get("bands") or []
         if not bands or record.status != "ok":

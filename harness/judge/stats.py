@@ -1,0 +1,225 @@
+"""Statistics on numbers: the evidence of one side of one metric and the verdict it supports.
+
+How a time verdict is reached. Samples inside one run are not independent evidence between
+runs: the machine drifts (load, clocks, caches) from one run to the next, and a test on the
+samples of two runs measures the noise within a run and ignores the noise between them. So the
+evidence is the rounds (``harness run --rounds R``: R passes over all cases, interleaved, so
+drift hits every case alike), one value per round; a baseline keeps them. A change counts when
+
+1. it is larger than the kind's threshold (5% for time by default), and
+2. it is larger than the noise between rounds (the wider side's range of round values, or the
+   median's within-run 95% CI where that is wider), and
+3. the two sides' rounds do not overlap, and the rounds of the two sides closest to each other
+   are more than the threshold apart (every round of B more than 5% slower than every round of
+   A; from 5 rounds a side, leaving out each side's most extreme quarter of rounds), since a
+   range of few rounds understates the noise between runs.
+
+From ROBUST_ROUNDS (11) rounds a side the rule turns robust, since on a shared machine a
+minority of rounds is caught in a slow state of the machine and a range is then as wide as
+the worst of them: the change of the medians of the rounds must exceed 3 standard errors
+(each side's spread from its interquartile range) and the middle halves of the two sides'
+rounds must not overlap.
+
+With one round on both sides the noise between runs is unknown: the change must then exceed
+``single_round_change`` (25% by default) with the within-run CIs apart, else it is ``noisy``.
+A record whose timing is not trustworthy (``valid`` false on the GPU, stopped by the time
+budget before the median was stable, fewer samples than a 95% CI needs) is at most ``noisy``.
+
+Memory, quality and count metrics are deterministic for a seeded suite: past the threshold,
+their verdict stands unless their rounds overlap. Measured on synthetic rounds (log-normal
+noise per round, 3000-20000 trials; tests/test_compare.py checks these): with 3 rounds a side
+no A/A pair is flagged at 1% or 2% noise per round (0.03-0.1% of cases at 3%), and a 10%
+slowdown is found in 99.5% of cases at 1% noise, 73% at 2% and 44% at 3%; with 5 rounds, 99%,
+92% and 55%; with 11 rounds (the robust rule), 100%, 100% and 99.5%, with no A/A case flagged.
+A noisier machine needs more rounds, and there a verdict of ``noisy`` is the honest answer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..declare.suite import METRIC_KINDS
+from ..measure.stats import MIN_CI_SAMPLES
+
+KINDS = METRIC_KINDS
+# From this many rounds a side (fewer give too loose a spread estimate on a machine whose
+# state flips), time verdicts use the robust rule (medians, interquartile
+# spreads) that tolerates a minority of rounds caught in a slow state of the machine.
+ROBUST_ROUNDS = 11
+ROBUST_Z = 3.0
+
+
+@dataclass
+class CompareOptions:
+    """Thresholds (relative change per metric kind) and the rules for single-round evidence."""
+
+    thresholds: dict[str, float] = field(
+        default_factory=lambda: {"time": 0.05, "rate": 0.05, "memory": 0.05, "quality": 0.02, "count": 0.0}
+    )
+    single_round_change: float = 0.25
+    quality_atol: float = 1e-6
+    # Peak memory differs between runs by allocator blocks and the lifetimes of small
+    # temporaries even when every round of a run agrees (measured here: 0.45 -> 0.51 MiB for an
+    # unchanged backward pass); a memory change within this many MiB is the same.
+    memory_atol_mib: float = 1.0
+    force: bool = False
+    fail_on_missing: bool = False
+
+    def __post_init__(self) -> None:
+        for kind, value in self.thresholds.items():
+            if kind not in KINDS:
+                raise ValueError(f"unknown metric kind {kind!r} (use {', '.join(KINDS)})")
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"threshold for {kind} must be a non-negative number, not {value!r}")
+        if not (self.single_round_change >= 0 and math.isfinite(self.single_round_change)):
+            raise ValueError(f"single-round change must be a non-negative number, not {self.single_round_change!r}")
+
+
+
+@dataclass
+class Evidence:
+    """One side of one metric: its value, per-round values, within-run CI, and trust."""
+
+    value: float | None
+    rounds: list[float]
+    ci: tuple[float, float] | None = None
+    n: int | None = None
+    untrusted: str = ""  # why the timing cannot carry a verdict ("" when it can)
+
+    @classmethod
+    def of(cls, m, record=None, kind: str = "quality") -> "Evidence":
+        if m is None:
+            return cls(None, [])
+        value = m.finite_value
+        rounds = [v for v in (m.extra.get("rounds") or []) if isinstance(v, (int, float)) and math.isfinite(v)]
+        if not rounds and value is not None:
+            rounds = [value]
+        ci = None
+        if m.ci_low is not None and m.ci_high is not None and all(
+                isinstance(x, (int, float)) and math.isfinite(x) for x in (m.ci_low, m.ci_high)):
+            ci = (float(m.ci_low), float(m.ci_high))
+        why = ""
+        if kind == "time" and record is not None:
+            info = record.info
+            if info.get("valid") is False:
+                why = f"not valid: {info.get('valid_reason') or 'unverified'}"
+            elif info.get("stopped_by") == "budget" and m.n is not None:
+                why = "timing stopped on its budget before the median was stable"
+            elif m.n is not None and m.n < MIN_CI_SAMPLES:
+                why = f"{m.n} samples: too few for a 95% CI of the median"
+        return cls(value, rounds, ci, m.n, why)
+
+
+def _log_range(values: list[float]) -> float | None:
+    pos = [v for v in values if v > 0]
+    if len(pos) < 2 or len(pos) != len(values):
+        return None
+    return math.log(max(pos) / min(pos))
+
+
+def _rel_ci(e: Evidence) -> float:
+    if e.ci is None or not e.value or e.ci[0] <= 0:
+        return 0.0
+    return math.log(e.ci[1] / e.ci[0]) / 2
+
+
+def ratio_interval(a: Evidence, b: Evidence) -> tuple[float | None, float | None]:
+    """The range of B/A the evidence allows: from the rounds, else from the medians' CIs."""
+    if len(a.rounds) > 1 or len(b.rounds) > 1:
+        lo_a, hi_a, lo_b, hi_b = min(a.rounds), max(a.rounds), min(b.rounds), max(b.rounds)
+    elif a.ci is not None and b.ci is not None:
+        (lo_a, hi_a), (lo_b, hi_b) = a.ci, b.ci
+    else:
+        return None, None
+    if lo_a <= 0 or hi_a <= 0:
+        return None, None
+    return lo_b / hi_a, hi_b / lo_a
+
+
+def judge(a: Evidence, b: Evidence, better: str, kind: str, options: CompareOptions) -> tuple[str, float | None, str, float | None]:
+    """(verdict, ratio, note, noise) for one metric from both sides' evidence."""
+    va, vb = a.value, b.value
+    if va is None and vb is None:
+        return "same", None, "", None
+    if va is None:
+        return "new", None, "", None
+    if vb is None:
+        return "missing", None, "", None
+    ratio = vb / va if va != 0 else (1.0 if vb == 0 else math.inf)
+    if kind == "quality" and abs(vb - va) <= options.quality_atol:
+        return "same", ratio, "", None
+    if kind == "memory" and abs(vb - va) <= options.memory_atol_mib:
+        return "same", ratio, "", None
+    threshold = math.log1p(options.thresholds[kind])
+    if va == 0 or vb == 0 or (va < 0) != (vb < 0):
+        change = math.inf if va != vb else 0.0  # no meaningful ratio; any change is past it
+        worse = (vb > va) if better == "lower" else (vb < va)
+    else:
+        change = abs(math.log(ratio))
+        worse = (ratio > 1) if better == "lower" else (ratio < 1)
+        if va < 0:  # both negative: the ratio's sense flips
+            worse = not worse
+    words = ("slower", "faster") if kind in ("time", "rate") else ("worse", "better")
+    word = words[0] if worse else words[1]
+    if change <= threshold:
+        return "same", ratio, "", None
+    overlap = min(b.rounds) <= max(a.rounds) and min(a.rounds) <= max(b.rounds)
+    several = len(a.rounds) > 1 or len(b.rounds) > 1
+    if kind not in ("time", "rate"):  # deterministic for a seeded suite
+        if several and overlap:
+            return "noisy", ratio, "the rounds of A and B overlap", None
+        return word, ratio, "", None
+    untrusted = a.untrusted or b.untrusted
+    if untrusted:
+        side = "A" if a.untrusted else "B"
+        return "noisy", ratio, f"{side}: {untrusted}", None
+    if min(len(a.rounds), len(b.rounds)) >= ROBUST_ROUNDS and min(a.rounds + b.rounds) > 0:
+        return _judge_many_rounds(a, b, ratio, change, threshold, word)
+    spreads = [x for x in (_log_range(a.rounds), _log_range(b.rounds)) if x is not None]
+    if not spreads:  # one round a side: the noise between runs is unknown
+        apart = a.ci is not None and b.ci is not None and (b.ci[0] > a.ci[1] or a.ci[0] > b.ci[1])
+        needed = max(threshold, math.log1p(options.single_round_change))
+        if apart and change > needed:
+            return word, ratio, "one round a side: judged by a change past the single-round limit", None
+        return "noisy", ratio, (f"one round a side: the run-to-run noise is unknown and the change is within "
+                                f"{options.single_round_change:.0%} (run with --rounds 3)"), None
+    noise = max(spreads + [_rel_ci(a), _rel_ci(b)])
+    if overlap:
+        return "noisy", ratio, "the rounds of A and B overlap", math.expm1(noise)
+    if change <= noise:
+        return "noisy", ratio, f"the change is within the noise between rounds ({math.expm1(noise):.1%})", math.expm1(noise)
+    # Few rounds understate the noise between runs by their range: the rounds of the two sides
+    # closest to each other must also be more than the threshold apart (every round of B beyond
+    # every round of A by the threshold; from 5 rounds a side, leaving out its most extreme
+    # quarter), so a change that only just clears a narrow range stays noisy.
+    if min(a.rounds + b.rounds) > 0:
+        high, low = (sorted(b.rounds), sorted(a.rounds)) if vb > va else (sorted(a.rounds), sorted(b.rounds))
+        gap = math.log(high[len(high) // 4] / low[-1 - len(low) // 4])
+        if gap <= threshold:
+            return "noisy", ratio, (f"the closest rounds of A and B are {math.expm1(gap):.1%} apart, within the "
+                                    f"{options.thresholds[kind]:.0%} threshold"), math.expm1(noise)
+    return word, ratio, "", math.expm1(noise)
+
+
+def _judge_many_rounds(a: Evidence, b: Evidence, ratio: float, change: float, threshold: float,
+                       word: str) -> tuple[str, float | None, str, float | None]:
+    """ROBUST_ROUNDS or more rounds a side: robust to a minority of rounds caught in a slow machine state.
+
+    The change of the medians of the rounds must exceed ROBUST_Z standard errors (each side's
+    spread from its interquartile range, as a normal scale, the median's standard error
+    1.2533 s / sqrt(R)), and the middle halves of the two sides' rounds must not overlap.
+    """
+    import numpy as np
+
+    la, lb = np.log(a.rounds), np.log(b.rounds)
+    qa, qb = np.quantile(la, [0.25, 0.75]), np.quantile(lb, [0.25, 0.75])
+    sa, sb = (qa[1] - qa[0]) / 1.349, (qb[1] - qb[0]) / 1.349
+    se = 1.2533 * math.sqrt(sa**2 / len(la) + sb**2 / len(lb))
+    noise = max(ROBUST_Z * se, _rel_ci(a), _rel_ci(b))
+    if qb[0] <= qa[1] and qa[0] <= qb[1]:
+        return "noisy", ratio, "the middle halves of the rounds of A and B overlap", math.expm1(noise)
+    if change <= noise:
+        return "noisy", ratio, f"the change is within the noise between rounds ({math.expm1(noise):.1%})", math.expm1(noise)
+    return word, ratio, "", math.expm1(noise)
+
