@@ -315,7 +315,7 @@ def test_managed_environment_config_builds_one_wheel_offline(tmp_path):
         names = zf.namelist()
     tops = {n.split("/", 1)[0] for n in names}
     assert {"harness", "suites"} <= tops and "benchmarks" not in tops
-    assert "harness/templates/report.html.j2" in names  # the report's template ships in the wheel
+    assert "harness/present/templates/report.html.j2" in names  # the report's template ships in the wheel
 
 
 
