@@ -40,13 +40,14 @@ Nothing here touches the GPU or the disk at import time, and no suite module imp
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from .key import params_text
 
 ENV_PROFILE = "HARNESS_ASV_PROFILE"
 ENV_PARAM = "HARNESS_ASV_PARAM"
@@ -103,7 +104,7 @@ def _env_overrides() -> tuple[dict[str, list[str]], list[str] | None]:
 
 def layout(cls) -> Layout:
     """Plan the suite for the asv profile and lay the cases out as asv params."""
-    from .present.export import column_label
+    from .key import case_label
     from .plan import PlanError, plan_suite
 
     profile = os.environ.get(ENV_PROFILE, "").strip() or DEFAULT_PROFILE
@@ -124,7 +125,7 @@ def layout(cls) -> Layout:
         for k in grid_names:
             if p[k] not in values[k]:
                 values[k].append(p[k])
-        label = column_label(case.variant, {k: v for k, v in p.items() if k not in case.grid_params})
+        label = case_label(case.variant, case.key.variant_dict, sep=",")
         if label not in labels:
             labels.append(label)
         by_point[tuple(p[k] for k in grid_names) + (label,)] = case
@@ -143,7 +144,7 @@ def asv_setup_cache() -> dict[str, str]:
 
 
 def _point_folder(cache: dict | None, suite: str, params: tuple) -> Path:
-    key = hashlib.sha1(json.dumps([repr(p) for p in params]).encode()).hexdigest()[:16]
+    key = hashlib.sha1(params_text([repr(p) for p in params]).encode()).hexdigest()[:16]
     folder = Path(cache["dir"] if cache else os.getcwd()) / CACHE_FOLDER / suite / key
     folder.mkdir(parents=True, exist_ok=True)
     return folder
@@ -171,8 +172,7 @@ def recorded(run_dir: str, case):
 
     if run_dir not in _RUN_RECORDS:
         _RUN_RECORDS[run_dir] = {r.key: r for r in load_results(run_dir).records}
-    key = (case.suite, case.variant, json.dumps(case.params_dict, sort_keys=True, default=str))
-    record = _RUN_RECORDS[run_dir].get(key)
+    record = _RUN_RECORDS[run_dir].get(case.key)
     if record is None:
         raise NotImplementedError(f"not measured in the run {run_dir}")
     return record

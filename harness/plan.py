@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from .declare.registry import suggest
 from .declare.suite import Suite, Timing
+from .key import CaseKey, kv_text
 
 
 class PlanError(Exception):
@@ -18,7 +18,8 @@ class PlanError(Exception):
 
 @dataclass(frozen=True)
 class Case:
-    """One (suite, variant, params, device) point."""
+    """One (suite, variant, params, device) point, with its :class:`~harness.key.CaseKey` (made
+    here, once; every record of the case carries it)."""
 
     suite: str
     variant: str
@@ -26,6 +27,10 @@ class Case:
     device: str
     grid_params: tuple[str, ...] = ()
     timing: Timing = field(default_factory=Timing)
+    key: CaseKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", CaseKey.split(self.suite, self.variant, self.params, self.grid_params))
 
     @property
     def params_dict(self) -> dict[str, Any]:
@@ -37,8 +42,7 @@ class Case:
         return (self.suite, self.device, tuple((k, v) for k, v in self.params if k in self.grid_params))
 
     def label(self) -> str:
-        ps = " ".join(f"{k}={v}" for k, v in self.params)
-        return f"{self.suite}/{self.variant} {ps}".strip()
+        return f"{self.suite}/{self.variant} {kv_text(self.params_dict, ' ')}".strip()
 
 
 def parse_value(text: str, like: list) -> Any:
@@ -203,10 +207,6 @@ def plan_cases(
     if not cases:
         raise PlanError(f"no case matches -k {pattern!r}" if pattern else "no case matches the selection")
     return cases
-
-
-def params_key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 def parse_shard(text: str) -> tuple[int, int]:

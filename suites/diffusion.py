@@ -81,6 +81,7 @@ import numpy as np
 import torch
 
 from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
+from harness.key import case_label
 from harness.metrics.fid import (
     FidResult, fd_subset_sizes, feature_statistics, fid_kid, frechet_distance, frechet_distance_infinity,
     inception_weights_path,
@@ -552,8 +553,7 @@ def steps_comparison(records, samplers: tuple[str, ...] = ("ddim", "flow_euler")
     for r in records:
         if r.suite != "diffusion" or r.variant not in samplers or "steps" not in r.params:
             continue
-        label = r.variant + "[" + ",".join(f"{k}={v}" for k, v in r.params.items()
-                                            if k not in Diffusion.grid and k != "steps") + "]"
+        label = case_label(r.variant, {k: v for k, v in r.key.variant_params if k != "steps"}, sep=",")
         if label not in columns:
             columns.append(label)
         device = device or r.device

@@ -78,11 +78,11 @@ def test_summary_lists_failures_band_violations_and_regressions_worst_first(tmp_
 
 
 def test_variant_params_are_part_of_the_case(tmp_path):
-    from harness.present.report import case_label, split_params
+    from harness.key import CaseKey, case_label
 
-    meta = {"grid": {"resolution": [32]}}
-    vp, gp = split_params(meta, {"steps": 10, "eta": 0.0, "resolution": 32})
-    assert case_label("ddim", vp) == "ddim[steps=10, eta=0.0]" and gp == {"resolution": 32}
+    key = CaseKey.split("diffusion", "ddim", {"steps": 10, "eta": 0.0, "resolution": 32}, {"resolution"})
+    assert case_label("ddim", key.variant_dict) == key.label == "ddim[steps=10, eta=0.0]"
+    assert key.grid_dict == {"resolution": 32}
 
 
 def test_band_limits_follow_the_reference():

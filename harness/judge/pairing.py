@@ -104,7 +104,7 @@ def _row(rec, metric: str, m, verdict: str, note: str = "", a: float | None = No
     """A row without evidence on both sides (a case or metric on one side only, failed or skipped)."""
     unit, better, kind = (m.unit, m.better, m.kind) if m is not None else ("", "lower", "quality")
     return Row(suite=rec.suite, variant=rec.variant, params=dict(rec.params), metric=metric, unit=unit,
-               better=better, kind=kind, a=a, b=b, ratio=None, verdict=verdict, note=note)
+               better=better, kind=kind, a=a, b=b, ratio=None, verdict=verdict, note=note, key=rec.key)
 
 
 def _judged_metrics(rec) -> list[str]:
@@ -178,5 +178,6 @@ def _compare_case(ra, rb, a: ResultSet, b: ResultSet, options: CompareOptions) -
                         better=spec.better, kind=spec.kind, a=ea.value, b=eb.value, ratio=ratio, verdict=verdict,
                         note=note, a_n=ma.n if ma is not None else None, b_n=mb.n if mb is not None else None,
                         ratio_low=lo, ratio_high=hi, a_rounds=len(ea.rounds) or 1, b_rounds=len(eb.rounds) or 1,
-                        noise=noise, a_in_band=not viol_a, b_in_band=not viol_b, violations=list(viol_b)))
+                        noise=noise, a_in_band=not viol_a, b_in_band=not viol_b, violations=list(viol_b),
+                        key=rb.key))
     return rows

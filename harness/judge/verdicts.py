@@ -3,10 +3,11 @@ Comparison that holds them (see :mod:`harness.judge.compare` for what each verdi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..declare.suite import BandViolation
+from ..key import CaseKey, case_label
 from .stats import CompareOptions
 
 REGRESSIONS = ("slower", "worse", "out-of-band", "failed")
@@ -41,6 +42,7 @@ class Row:
     a_in_band: bool = True
     b_in_band: bool = True
     violations: list[BandViolation] = field(default_factory=list)  # B's quality-band violations
+    key: CaseKey | None = field(default=None, compare=False)  # the compared records' case key
 
     @property
     def regression(self) -> bool:
@@ -49,8 +51,11 @@ class Row:
     @property
     def case_label(self) -> str:
         """The variant with every param of the case, e.g. ``ddim[steps=10, eta=0.0]``."""
-        inner = ", ".join(f"{k}={v}" for k, v in self.params.items())
-        return f"{self.variant}[{inner}]" if inner else self.variant
+        return case_label(self.variant, self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row's fields as the JSON and CSV output show them (the key's params are ``params``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "key"}
 
 
 @dataclass

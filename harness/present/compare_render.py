@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from ..judge.verdicts import Comparison, Row
+from ..key import params_text
 from ..results.records import json_safe
 from .numbers import fmt_number, ratio_text
 
@@ -24,7 +25,7 @@ def _varying_params(rows: list[Row]) -> tuple[list[str], dict[str, Any]]:
                 names.append(k)
     varying, fixed = [], {}
     for k in names:
-        vals = {json.dumps(r.params.get(k), default=str) for r in rows}
+        vals = {params_text(r.params.get(k)) for r in rows}
         if len(vals) > 1:
             varying.append(k)
         else:
@@ -100,7 +101,7 @@ def to_json(c: Comparison) -> str:
         "environment_diff": [{"what": w, "a": va, "b": vb} for w, va, vb in c.environment_diff],
         "summary": {"counts": c.counts(), "regressions": len(c.regressions), "exit_code": c.exit_code},
         "notes": c.notes,
-        "rows": [{**asdict(r), "violations": [v.describe() for v in r.violations], "regression": r.regression}
+        "rows": [{**r.to_dict(), "violations": [v.describe() for v in r.violations], "regression": r.regression}
                  for r in c.rows],
     }
     return json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n"
@@ -113,8 +114,8 @@ def to_csv(c: Comparison) -> str:
             "ratio_low", "ratio_high", "noise", "a_rounds", "b_rounds", "a_n", "b_n", "note"]
     w.writerow(cols)
     for r in c.rows:
-        d = asdict(r)
-        d["params"] = json.dumps(r.params, sort_keys=True, default=str)
+        d = r.to_dict()
+        d["params"] = params_text(r.params)
         w.writerow(["" if d[k] is None else (repr(d[k]) if isinstance(d[k], float) else d[k]) for k in cols])
     return buf.getvalue()
 

@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..declare.suite import violations_text
-from ..results.records import Record, ResultSet, json_safe, spread_warning
+from ..key import case_label, params_text
+from ..results.records import Record, ResultSet, json_safe, split_keys, spread_warning
 from .numbers import fmt_number
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")
@@ -95,13 +96,6 @@ class Table:
         return out
 
 
-def column_label(variant: str, vparams: dict[str, Any]) -> str:
-    """A table column's name: the variant with its own params, e.g. ``performer[features=16]``."""
-    if not vparams:
-        return variant
-    return variant + "[" + ",".join(f"{k}={v}" for k, v in vparams.items()) + "]"
-
-
 # --------------------------------------------------------------------------- records -> long frame
 def _sort_key(v: Any):
     return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
@@ -141,6 +135,8 @@ def cells_frame(records: Iterable[Record] | ResultSet, suites_meta: dict[str, di
         suites_meta = suites_meta if suites_meta is not None else results.suites_meta
         records = results.records
     suites_meta = suites_meta or {}
+    records = list(records)
+    split_keys(records, suites_meta)
     by_suite: dict[str, list[Record]] = {}
     for r in records:
         if suite is None or r.suite == suite:
@@ -149,9 +145,9 @@ def cells_frame(records: Iterable[Record] | ResultSet, suites_meta: dict[str, di
     layout: dict[str, dict] = {}
     for sname, recs in by_suite.items():
         meta = suites_meta.get(sname, {})
-        common = set.intersection(*(set(r.params) for r in recs))
-        ordered = [k for k in recs[0].params if k in common]
-        varying = [k for k in ordered if len({json.dumps(r.params[k], default=str) for r in recs}) > 1]
+        common = set.intersection(*(set(r.key.grid_dict) for r in recs))
+        ordered = [k for k, _ in recs[0].key.grid_params if k in common]
+        varying = [k for k in ordered if len({params_text(r.params[k]) for r in recs}) > 1]
         layout[sname] = {"row_params": varying, "fixed": {k: recs[0].params[k] for k in ordered if k not in varying}}
         units: dict[str, tuple[str, str, str]] = {}
         for r in recs:
@@ -168,9 +164,9 @@ def cells_frame(records: Iterable[Record] | ResultSet, suites_meta: dict[str, di
                 cell = _make_cell(results, r, mname)
                 rows.append({"suite": sname, "metric": mname, "unit": unit, "better": better, "kind": kind,
                              "device": recs[0].device, "reference": reference, "variant": r.variant,
-                             "column": column_label(r.variant, {k: v for k, v in r.params.items() if k not in common}),
+                             "column": case_label(r.variant, r.key.variant_dict, sep=","),
                              "row": tuple(r.params[k] for k in varying),
-                             "row_id": json.dumps([r.params[k] for k in varying], default=str), "status": cell.status,
+                             "row_id": params_text([r.params[k] for k in varying]), "status": cell.status,
                              "value": cell.value, "spread": cell.spread, "n": cell.n, "cell": cell})
     df = pd.DataFrame(rows, columns=["suite", "metric", "unit", "better", "kind", "device", "reference", "variant",
                                      "column", "row", "row_id", "status", "value", "spread", "n", "cell"], dtype=object)
@@ -374,7 +370,7 @@ def suite_grids(tables: list[Table], hide_skipped: bool = True) -> list[Grid]:
                 for col, cell in cells.items():
                     if col in skipped:
                         continue
-                    rid = json.dumps(list(rkey), default=str)
+                    rid = params_text(list(rkey))
                     long.append((rid, col, header, cell))
                     if t.reference:
                         ratio_columns.append(f"{t.metric} / {t.reference}")

@@ -19,6 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from ..key import case_label, kv_text
 from ..results.records import MetricValue, Record, ResultSet, json_safe
 
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
@@ -81,14 +82,10 @@ def benchmark_stats(samples_s: list[float]) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- names
-def _params_id(params: dict[str, Any]) -> str:
-    return "-".join(f"{k}={v}" for k, v in params.items())
-
-
 def case_name(r: Record, metric: str) -> str:
     """``variant[params]``, with ``:metric`` after the variant for a timed metric other than latency."""
     head = r.variant if metric == "latency" else f"{r.variant}:{metric}"
-    return f"{head}[{_params_id(r.params)}]" if r.params else head
+    return case_label(head, r.params, sep="-")
 
 
 def _timed(m: MetricValue) -> bool:
@@ -159,7 +156,7 @@ def pytest_benchmark_json(rs: ResultSet) -> tuple[dict[str, Any], list[str]]:
                 "name": case_name(r, name),
                 "fullname": f"{r.suite}::{case_name(r, name)}",
                 "params": {"variant": r.variant, **r.params},
-                "param": _params_id({"variant": r.variant, **r.params}),
+                "param": kv_text({"variant": r.variant, **r.params}, "-"),
                 "extra_info": {"suite": r.suite, "variant": r.variant, "device": r.device, "metric": name,
                                "harness_" + name: _metric_info(m), **others,
                                **({"valid": r.info["valid"]} if "valid" in r.info else {})},

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..declare.suite import violations_text
 from ..judge.pairing import spread_notes
+from ..key import CaseKey, case_label, kv_text as _kv, params_text
 from .export import HTML_STYLE, build_tables, tables_html
 from .numbers import fmt_number, ratio_text
 from ..results.records import FAILED_STATUSES, Record, ResultSet
@@ -55,20 +56,6 @@ def _spans(values: list[float], factor: float = 20.0) -> bool:
     return max(values) / min(values) >= factor
 
 
-def _kv(params: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in params.items())
-
-
-def split_params(meta: dict, params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the variant's own params, the suite's swept grid params) of a case."""
-    grid = set(meta.get("grid") or {})
-    return ({k: v for k, v in params.items() if k not in grid}, {k: v for k, v in params.items() if k in grid})
-
-
-def case_label(variant: str, variant_params: dict[str, Any]) -> str:
-    return f"{variant}[{_kv(variant_params)}]" if variant_params else variant
-
-
 # --------------------------------------------------------------------------- summary
 @dataclass
 class SummaryCase:
@@ -84,9 +71,17 @@ class SummaryCase:
     metrics: list[str] = field(default_factory=list)  # the metrics that changed or broke a band
     magnitude: float = 0.0  # the largest |log ratio| among its changes
 
+    @classmethod
+    def of(cls, key: CaseKey) -> "SummaryCase":
+        return cls(key.suite, key.variant, key.variant_dict, key.grid_dict)
+
     @property
     def label(self) -> str:
         return case_label(self.variant, self.variant_params)
+
+    @property
+    def case_key(self) -> CaseKey:
+        return CaseKey(self.suite, self.variant, self.variant_params, self.grid_params)
 
     @property
     def key(self) -> str:
@@ -110,13 +105,11 @@ def summary_cases(rs: ResultSet, comparison=None) -> list[SummaryCase]:
     """The cases of ``rs`` a reader must see first, worst first: regressions against the other
     side (slower, worse, out of band, failed, or faster outside the quality band), and every
     failed case and quality-band violation of the run itself."""
-    cases: dict[tuple, SummaryCase] = {}
+    cases: dict[CaseKey, SummaryCase] = {}
 
-    def case(suite: str, variant: str, params: dict[str, Any]) -> SummaryCase:
-        key = (suite, variant, json.dumps(params, sort_keys=True, default=str))
+    def case(key: CaseKey) -> SummaryCase:
         if key not in cases:
-            vp, gp = split_params(rs.suites_meta.get(suite) or {}, params)
-            cases[key] = SummaryCase(suite, variant, vp, gp)
+            cases[key] = SummaryCase.of(key)
         return cases[key]
 
     if comparison is not None:
@@ -134,18 +127,18 @@ def summary_cases(rs: ResultSet, comparison=None) -> list[SummaryCase]:
             metric = row.metric if row.metric != "*" else ""
             if row.verdict in ("out-of-band", "no-win"):
                 metric = ""
-            case(row.suite, row.variant, row.params).add(row.verdict, change, row.note, magnitude, metric)
+            case(row.key).add(row.verdict, change, row.note, magnitude, metric)
             for v in row.violations if row.verdict in ("out-of-band", "no-win") else ():
-                case(row.suite, row.variant, row.params).add(row.verdict, metric=v.metric)
+                case(row.key).add(row.verdict, metric=v.metric)
     for rec in rs.records:
         if rec.status in FAILED_STATUSES:
-            c = case(rec.suite, rec.variant, rec.params)
+            c = case(rec.key)
             if "failed" not in c.verdicts:
                 c.add("failed", note=f"{rec.status}: {rec.reason}".strip().rstrip(":"))
             continue
         violations = rs.band_violations(rec)
         if violations:
-            c = case(rec.suite, rec.variant, rec.params)
+            c = case(rec.key)
             if "out-of-band" not in c.verdicts:
                 c.add("out-of-band", note=violations_text(violations))
             for v in violations:
@@ -239,11 +232,10 @@ class Styles:
 def _facets(records: list[Record], meta: dict, x: str | None):
     """Group records by panel (grid params other than ``x``) and series (variant with its params
     other than ``x``)."""
-    grid = set(meta.get("grid") or {})
     panels: dict[tuple, dict[str, list[Record]]] = {}
     for r in records:
-        pkey = tuple((k, v) for k, v in r.params.items() if k in grid and k != x)
-        vp = {k: v for k, v in r.params.items() if k not in grid and k != x}
+        pkey = tuple((k, v) for k, v in r.key.grid_params if k != x)
+        vp = {k: v for k, v in r.key.variant_params if k != x}
         panels.setdefault(pkey, {}).setdefault(case_label(r.variant, vp), []).append(r)
     return panels
 
@@ -251,19 +243,15 @@ def _facets(records: list[Record], meta: dict, x: str | None):
 def _panel_titles(keys: list[tuple]) -> tuple[dict[tuple, str], dict[str, Any]]:
     """Short panel titles (only the params that differ between panels) and the params that do not."""
     names = list(dict.fromkeys(k for key in keys for k, _ in key))
-    varying = [n for n in names if len({json.dumps(dict(key).get(n), default=str) for key in keys}) > 1]
+    varying = [n for n in names if len({params_text(dict(key).get(n)) for key in keys}) > 1]
     fixed = {n: dict(keys[0]).get(n) for n in names if n not in varying} if keys else {}
     return {key: _kv({n: dict(key).get(n) for n in varying}) for key in keys}, fixed
-
-
-def _case_key(r: Record) -> tuple:
-    return (r.variant, json.dumps(r.params, sort_keys=True, default=str))
 
 
 def metric_figure(suite: str, metric: str, records: list[Record], meta: dict, styles: Styles | None = None,
                   flagged: set[tuple] = frozenset()) -> Figure | None:
     """One metric against the swept param, a line per variant, the spread as a band (or error bars
-    when nothing numeric is swept); a case in ``flagged`` ((variant, params JSON) keys) is ringed
+    when nothing numeric is swept); a case in ``flagged`` (case keys) is ringed
     in red."""
     styles = styles or Styles(meta)
     recs = [r for r in records if r.status == "ok" and metric in r.metrics and _finite(r.metrics[metric].value)]
@@ -297,14 +285,14 @@ def metric_figure(suite: str, metric: str, records: list[Record], meta: dict, st
                 if banded:
                     ax.fill_between([p.x for p in banded], [p.low for p in banded], [p.high for p in banded],
                                     color=style["color"], alpha=0.2, lw=0)
-                bad = [p for p, r in zip(pts, srecs) if _case_key(r) in flagged]
+                bad = [p for p, r in zip(pts, srecs) if r.key in flagged]
             else:
                 p = pts[0]
                 err = None
                 if p.low is not None:
                     err = [[max(0.0, p.value - p.low)], [max(0.0, p.high - p.value)]]
                 ax.bar([i], [p.value], yerr=err, capsize=3, label=name, color=style["color"])
-                bad = [Point(i, p.value, None, None)] if _case_key(srecs[0]) in flagged else []
+                bad = [Point(i, p.value, None, None)] if srecs[0].key in flagged else []
             if bad:
                 ringed = True
                 ax.scatter([p.x for p in bad], [p.value for p in bad], s=140, facecolors="none",
@@ -374,13 +362,12 @@ def pareto_figure(suite: str, quality: str, records: list[Record], meta: dict,
     """Latency against a quality metric, one panel per grid point: the Pareto front dashed, the
     quality band as a line with the side outside it shaded."""
     styles = styles or Styles(meta)
-    grid = set(meta.get("grid") or {})
     reference = meta.get("reference")
     panels: dict[tuple, list[Record]] = {}
     for r in records:
         m_l, m_q = r.metrics.get("latency"), r.metrics.get(quality)
         if r.status == "ok" and m_l is not None and m_q is not None and _finite(m_l.value) and _finite(m_q.value):
-            panels.setdefault(tuple((k, v) for k, v in r.params.items() if k in grid), []).append(r)
+            panels.setdefault(r.key.grid_params, []).append(r)
     if not panels:
         return None
     keys = list(panels)[:MAX_FACETS]
@@ -394,8 +381,7 @@ def pareto_figure(suite: str, quality: str, records: list[Record], meta: dict,
         recs = panels[pkey]
         pts = [(r.metrics["latency"].value, r.metrics[quality].value) for r in recs]
         for r, (lx, qy) in zip(recs, pts):
-            vp, _ = split_params(meta, r.params)
-            name = case_label(r.variant, vp)
+            name = r.key.label
             style = styles(r.variant, name)
             ax.scatter([lx], [qy], s=30, label=name, color=style["color"], marker=style["marker"])
         front = pareto_front(pts, better)
@@ -440,8 +426,7 @@ class SuiteSection:
 
 def suite_sections(rs: ResultSet, attention: list[SummaryCase] = ()) -> list[SuiteSection]:
     tables = build_tables(rs.records, rs.suites_meta)
-    flagged = {(c.suite, m, c.variant, json.dumps({**c.variant_params, **c.grid_params}, sort_keys=True, default=str))
-               for c in attention for m in c.metrics}
+    flagged = {(m, c.case_key) for c in attention for m in c.metrics}
     out = []
     for suite in dict.fromkeys(t.suite for t in tables):
         meta = rs.suites_meta.get(suite) or {}
@@ -449,7 +434,7 @@ def suite_sections(rs: ResultSet, attention: list[SummaryCase] = ()) -> list[Sui
         st = [t for t in tables if t.suite == suite]
         styles = Styles(meta)
         figures = [f for f in (metric_figure(suite, t.metric, records, meta, styles,
-                                             {(v, p) for s_, m, v, p in flagged if s_ == suite and m == t.metric})
+                                             {k for m, k in flagged if k.suite == suite and m == t.metric})
                                for t in st) if f is not None]
         if any(t.metric == "latency" for t in st):
             figures += [f for f in (pareto_figure(suite, t.metric, records, meta, styles)
@@ -465,10 +450,9 @@ def suite_sections(rs: ResultSet, attention: list[SummaryCase] = ()) -> list[Sui
 def verdict_rows(rs: ResultSet, comparison) -> list[dict[str, Any]]:
     rows = []
     for r in comparison.rows:
-        vp, gp = split_params(rs.suites_meta.get(r.suite) or {}, r.params)
         unit = f" {r.unit}" if r.unit else ""
         rows.append({
-            "verdict": r.verdict, "suite": r.suite, "case": case_label(r.variant, vp), "grid": _kv(gp),
+            "verdict": r.verdict, "suite": r.suite, "case": r.key.label, "grid": _kv(r.key.grid_dict),
             "metric": r.metric, "a": fmt_number(r.a) + unit if r.a is not None else "",
             "b": fmt_number(r.b) + unit if r.b is not None else "",
             "ratio": ratio_text(r.ratio, r.ratio_low, r.ratio_high),

@@ -96,6 +96,7 @@ def baseline_from_run(run_dir, name: str, allow_unfinished: bool = False) -> dic
         {
             "suite": r.suite,
             "variant": r.variant,
+            "key": r.key.to_dict(),
             "params": r.params,
             "device": r.device,
             "status": r.status,

@@ -20,15 +20,18 @@ from typing import Any, Iterable, Iterator
 
 from ..paths import baselines_dir
 from ..declare.suite import METRIC_KINDS, BandViolation, band_violations
+from ..key import CaseKey, params_text
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (2, 3)  # 2: no "key"; the loader splits params by the run's suite grids
 STATUSES = ("ok", "skipped", "failed", "oom", "timeout", "crashed")
 FAILED_STATUSES = ("failed", "oom", "timeout", "crashed")
 RECORDS_FILE = "records.jsonl"
 ENVIRONMENT_FILE = "environment.json"
 RUN_FILE = "run.json"
 BASELINE_SCHEMA = "dl-harness-baseline"
-BASELINE_SCHEMA_VERSION = 2
+BASELINE_SCHEMA_VERSION = 3
+READABLE_BASELINE_SCHEMA_VERSIONS = (2, 3)
 
 
 class ResultsError(Exception):
@@ -175,7 +178,13 @@ def metric_value(value: float | None, unit: str, better: str, kind: str, **extra
 
 @dataclass
 class Record:
-    """What one case produced."""
+    """What one case produced.
+
+    ``key`` is the case's :class:`~harness.key.CaseKey` (made by the plan); ``params`` holds the
+    same params merged, as readers of schema 2 knew them. A record made without a key (schema 2,
+    or built by hand) gets one that counts every param as a grid param until the loader, which
+    knows the suites' grids, splits it (:meth:`ResultSet.__post_init__`).
+    """
 
     suite: str
     variant: str
@@ -189,6 +198,7 @@ class Record:
     duration_s: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    key: CaseKey = None  # type: ignore[assignment]  # None: derived in __post_init__
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -198,31 +208,53 @@ class Record:
         if not isinstance(self.metrics, dict):
             raise ValueError(f"metrics must be an object, not {type(self.metrics).__name__}")
         self.metrics = {str(k): MetricValue.from_dict(v) for k, v in self.metrics.items()}
+        self.key_given = self.key is not None
+        if isinstance(self.key, Mapping):
+            self.key = CaseKey.from_dict(self.key)
+        elif self.key is None:
+            self.key = CaseKey.split(self.suite, self.variant, self.params, self.params)
+        elif not isinstance(self.key, CaseKey):
+            raise ValueError(f"key must be an object, not {type(self.key).__name__}")
+
+    def split_key(self, grid_names) -> None:
+        """Give a record made without a key the split of its params by its suite's grid."""
+        if not self.key_given:
+            self.key = CaseKey.split(self.suite, self.variant, self.params, grid_names)
+            self.key_given = True
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["metrics"] = {k: m.to_dict() for k, m in self.metrics.items()}
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "key":
+                continue
+            data[f.name] = {k: m.to_dict() for k, m in self.metrics.items()} if f.name == "metrics" \
+                else _copy(getattr(self, f.name))
+            if f.name == "variant" and self.key_given:
+                data["key"] = self.key.to_dict()
         return data
 
     def to_json(self) -> str:
         return json.dumps(json_safe(self.to_dict()), sort_keys=False, allow_nan=False)
 
-    @property
-    def key(self) -> tuple[str, str, str]:
-        """(suite, variant, params as canonical JSON): the identity of a case across runs."""
-        return (self.suite, self.variant, json.dumps(self.params, sort_keys=True, default=str))
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Record":
+        """A record from its JSON object; schema 2 (no ``key``) is read too, and keys this version
+        does not know are ignored (later versions add optional fields)."""
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ResultsError(f"record of schema version {version!r}; this harness reads version {SCHEMA_VERSION} "
-                               "(run the suites again with this version)")
+        if version not in READABLE_SCHEMA_VERSIONS:
+            raise ResultsError(f"record of schema version {version!r}; this harness reads versions "
+                               f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))} (run the suites again with this version)")
         known = {f for f in cls.__dataclass_fields__}
         missing = {"suite", "variant", "params", "device", "status"} - set(data)
         if missing:
             raise ResultsError(f"record lacks {', '.join(sorted(missing))}")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _copy(value: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(value)
 
 
 def json_safe(obj: Any) -> Any:
@@ -343,6 +375,7 @@ class ResultSet:
     round_records: list[Record] | None = None
 
     def __post_init__(self) -> None:
+        split_keys([*self.records, *(self.round_records or [])], self.suites_meta)
         if self.round_records is None:
             self.round_records = list(self.records)
             keys = [r.key for r in self.records]
@@ -373,14 +406,12 @@ class ResultSet:
         if not bands or record.status != "ok":
             return []
         reference = meta.get("reference")
-        grid = set(meta.get("grid") or {})
         if self._bands_index is None:
             self._bands_index = {}
             for r in self.records:
                 if r.status == "ok" and r.variant == (self.suites_meta.get(r.suite) or {}).get("reference"):
-                    g = set((self.suites_meta.get(r.suite) or {}).get("grid") or {})
-                    self._bands_index[(r.suite, _grid_key(r.params, g))] = r
-        ref = self._bands_index.get((record.suite, _grid_key(record.params, grid)))
+                    self._bands_index[r.key.grid_ident] = r
+        ref = self._bands_index.get(record.key.grid_ident)
         values = {n: m.finite_value for n, m in record.metrics.items()}
         ref_values = {n: m.finite_value for n, m in ref.metrics.items()} if ref is not None else None
         return band_violations(bands, record.variant, reference, values, ref_values)
@@ -420,8 +451,19 @@ class ResultSet:
         return records_frame(self.records)
 
 
-def _grid_key(params: dict[str, Any], grid: set[str]) -> str:
-    return json.dumps({k: v for k, v in params.items() if k in grid}, sort_keys=True, default=str)
+def split_keys(records: Iterable[Record], suites_meta: Mapping[str, Any] | None) -> None:
+    """Migration of records that carry no case key (schema 2, or made by hand): their grid params
+    are those their suite declares (``suites[suite]["grid"]`` of run.json or the baseline); where a
+    suite declares no grid, the params every record of the suite has."""
+    pending: dict[str, list[Record]] = {}
+    for r in records:
+        if not r.key_given:
+            pending.setdefault(r.suite, []).append(r)
+    for suite, recs in pending.items():
+        meta = (suites_meta or {}).get(suite) or {}
+        grid = set(meta.get("grid") or {}) if "grid" in meta else set.intersection(*(set(r.params) for r in recs))
+        for r in recs:
+            r.split_key(grid)
 
 
 def aggregate_rounds(records: list[Record]) -> list[Record]:
@@ -452,7 +494,8 @@ def _aggregate_case(group: list[Record]) -> Record:
         i, r = failed[0]
         return Record(r.suite, r.variant, dict(r.params), r.device, r.status,
                       f"round {i + 1} of {n_rounds}: {r.reason}", dict(r.metrics), r.run_id, r.started_at,
-                      sum(x.duration_s for x in group), {**r.info, "rounds": n_rounds, "round_statuses": statuses})
+                      sum(x.duration_s for x in group), {**r.info, "rounds": n_rounds, "round_statuses": statuses},
+                      key=r.key)
     ok = [r for r in group if r.status == "ok"]
     if not ok:
         return first
@@ -494,7 +537,7 @@ def _aggregate_case(group: list[Record]) -> Record:
             else stops[0]
     info.pop("round", None)
     return Record(first.suite, first.variant, dict(first.params), first.device, "ok", first.reason, metrics,
-                  first.run_id, first.started_at, sum(r.duration_s for r in group), info)
+                  first.run_id, first.started_at, sum(r.duration_s for r in group), info, key=first.key)
 
 
 def load_results(spec: str | Path, strict: bool = True, baselines: Path | None = None) -> ResultSet:
@@ -573,10 +616,10 @@ def load_baseline_file(path: Path) -> ResultSet:
     if not isinstance(doc, dict) or doc.get("schema") != BASELINE_SCHEMA:
         raise ResultsError(f"{path} is not a harness baseline (no \"schema\": \"{BASELINE_SCHEMA}\")")
     version = doc.get("schema_version")
-    if version != BASELINE_SCHEMA_VERSION:
+    if version not in READABLE_BASELINE_SCHEMA_VERSIONS:
         raise ResultsError(
-            f"baseline {path} has schema version {version!r}; this harness reads version "
-            f"{BASELINE_SCHEMA_VERSION} (save it again with 'harness baseline save')"
+            f"baseline {path} has schema version {version!r}; this harness reads versions "
+            f"{', '.join(map(str, READABLE_BASELINE_SCHEMA_VERSIONS))} (save it again with 'harness baseline save')"
         )
     cases = doc.get("cases")
     if not isinstance(cases, list):
@@ -611,7 +654,7 @@ def records_frame(records: Iterable[Record]):
             "status": r.status,
             "reason": r.reason,
             "run_id": r.run_id,
-            "params": json.dumps(r.params, sort_keys=True),
+            "params": params_text(r.params),
             **{f"param.{k}": v for k, v in r.params.items()},
         }
         if not r.metrics:

@@ -196,6 +196,7 @@ class CaseExecutor:
             suite=case.suite,
             variant=case.variant,
             params=case.params_dict,
+            key=case.key,
             device=case.device,
             status=status,
             reason=reason,
@@ -575,7 +576,7 @@ class IsolatedExecutor:
 
     def _record(self, case: Case, status: str, reason: str, started: str, t0: float) -> Record:
         return Record(
-            suite=case.suite, variant=case.variant, params=case.params_dict, device=case.device,
+            suite=case.suite, variant=case.variant, params=case.params_dict, key=case.key, device=case.device,
             status=status, reason=reason, run_id=self.run_id, started_at=started,
             duration_s=time.perf_counter() - t0,
         )

@@ -14,6 +14,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
+from ..key import case_ident, kv_text
 from ..measure.environment import merge_node
 from ..results.records import (
     ENVIRONMENT_FILE,
@@ -34,14 +35,12 @@ class MergeError(ResultsError):
     """The runs given to merge are not disjoint parts of one sweep."""
 
 
-def _case_key(case: dict[str, Any]) -> tuple[str, str, str]:
-    import json
-
-    return (case["suite"], case["variant"], json.dumps(case["params"], sort_keys=True, default=str))
+def _case_ident(case: dict[str, Any]) -> tuple[str, str, str]:
+    return case_ident(case["suite"], case["variant"], case["params"])
 
 
 def _label(case: dict[str, Any]) -> str:
-    return f"{case['suite']}/{case['variant']} " + " ".join(f"{k}={v}" for k, v in case["params"].items())
+    return f"{case['suite']}/{case['variant']} " + kv_text(case["params"], " ")
 
 
 def _load(folder: Path) -> ResultSet:
@@ -79,7 +78,7 @@ def check_parts(runs: list[ResultSet]) -> None:
         planned = rs.meta.get("cases") or [{"suite": r.suite, "variant": r.variant, "params": r.params}
                                            for r in rs.records]
         for case in planned:
-            key = _case_key(case)
+            key = _case_ident(case)
             if key in owner:
                 raise MergeError(f"overlapping runs: case {_label(case)} is in both {owner[key]} and {rs.run_id}")
             owner[key] = rs.run_id
@@ -123,8 +122,8 @@ def merge_runs(folders: list[str | Path], out: str | Path) -> ResultSet:
         cases += rs.meta.get("cases") or []
         failures += [f for f in rs.meta.get("load_failures") or [] if f not in failures]
     records: list[Record] = [r for rs in runs for r in rs.records]
-    order = {_case_key(c): i for i, c in enumerate(cases)}
-    records.sort(key=lambda r: order.get(r.key, len(order)))
+    order = {_case_ident(c): i for i, c in enumerate(cases)}
+    records.sort(key=lambda r: order.get(r.key.ident, len(order)))
     counts: dict[str, int] = {}
     for r in records:
         counts[r.status] = counts.get(r.status, 0) + 1

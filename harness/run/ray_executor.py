@@ -284,7 +284,8 @@ class RayExecutor:
             return
         started = task.last_event if task.last_event is not None else task.submitted
         info = {"placement": task.where} if task.where else {}
-        on_record(Record(suite=case.suite, variant=case.variant, params=case.params_dict, device=case.device,
+        on_record(Record(suite=case.suite, variant=case.variant, params=case.params_dict, key=case.key,
+                         device=case.device,
                          status=status, reason=reason, run_id=self.run_id,
                          duration_s=time.monotonic() - started, info=info))
         rest = task.cases[task.done + 1:]

@@ -20,7 +20,6 @@ Python) goes through :class:`RunSession`, so every run folder keeps the same pro
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import signal
 import sys
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..key import case_ident, params_text
 from ..plan import Case, PlanError, plan_cases
 from ..results.records import (
     ENVIRONMENT_FILE,
@@ -324,7 +324,7 @@ class RunSession:
         work = []
         for r in range(self.options.rounds):
             order = self.cases if r % 2 == 0 else list(reversed(self.cases))
-            work += [(r, c) for c in order if (_case_key(c), r) not in done]
+            work += [(r, c) for c in order if (c.key, r) not in done]
         return work
 
     def _execute(self, work: list[tuple[int, Case]], load_failures: list) -> ResultSet:
@@ -356,7 +356,7 @@ class RunSession:
                     # no record and run again on --resume. Rounds run one after the other.
                     for r in sorted({r for r, _ in work}):
                         cases = [c for rr, c in work if rr == r]
-                        by_key = {_case_key(c): c for c in cases}
+                        by_key = {c.key: c for c in cases}
 
                         def on_record(record: Record, r=r, cases=cases, by_key=by_key) -> None:
                             keep(record, r)
@@ -438,7 +438,7 @@ class RunSession:
 
             cases = shard_cases(cases, *parse_shard(options.shard))
         planned = [{"suite": c.suite, "variant": c.variant, "params": c.params_dict} for c in cases]
-        if json.loads(json.dumps(planned, default=str)) != meta.get("cases"):
+        if params_text(planned) != params_text(meta.get("cases")):
             raise SessionError(f"cannot resume {folder}: the suites' plan has changed since the run started")
         session = cls.__new__(cls)
         session.options, session.cases, session.suites = options, cases, suites
@@ -456,14 +456,12 @@ class RunSession:
         self.meta.update(state="running", finished=False, pid=os.getpid())
         write_json(self.folder / RUN_FILE, self.meta)
         if running:
-            by_key = {_case_key(c): c for c in self.cases}
-            key = (running.get("suite"), running.get("variant"),
-                   json.dumps(running.get("params"), sort_keys=True, default=str))
-            case = by_key.get(key)
+            by_ident = {c.key.ident: c for c in self.cases}
+            case = by_ident.get(case_ident(running.get("suite"), running.get("variant"), running.get("params") or {}))
             round_index = int(running.get("round") or 0)
-            if case is not None and (key, round_index) not in done:
-                record = Record(suite=case.suite, variant=case.variant, params=case.params_dict, device=case.device,
-                                status="crashed", run_id=self.run_id, started_at=str(running.get("started_at", "")),
+            if case is not None and (case.key, round_index) not in done:
+                record = Record(suite=case.suite, variant=case.variant, params=case.params_dict, key=case.key,
+                                device=case.device, status="crashed", run_id=self.run_id, started_at=str(running.get("started_at", "")),
                                 reason="the run's process died while this case was running (killed, or a crash "
                                        "such as a segfault); recorded when the run was resumed")
                 if self.options.rounds > 1:
@@ -472,7 +470,7 @@ class RunSession:
                 with RecordWriter(self.folder) as w:
                     w.write(record)
                 self.records.append(record)
-                done.add((key, round_index))
+                done.add((case.key, round_index))
             (self.folder / RUNNING_FILE).unlink(missing_ok=True)
         return self._execute(self._work(done), [])
 
@@ -493,11 +491,6 @@ def _named_call(name: str, fn, *args):
 
     frame_fn = types.FunctionType(_call.__code__.replace(co_name=name[:300]), {})
     return frame_fn(fn, *args)
-
-
-def _case_key(case: Case) -> tuple[str, str, str]:
-    """A planned case's identity, as :attr:`harness.results.records.Record.key` gives a record's."""
-    return (case.suite, case.variant, json.dumps(case.params_dict, sort_keys=True, default=str))
 
 
 def _where(placement: dict[str, Any] | None) -> str:
