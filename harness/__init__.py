@@ -19,8 +19,10 @@ from .declare.suite import (
     Suite,
     SuiteDefinitionError,
     Timing,
+    VariantRow,
     Workload,
     variant,
+    variant_table,
 )
 from .results.records import MetricValue, Record, ResultSet, load_results
 from .run.session import RunOptions, RunSession, run_suites
@@ -47,8 +49,10 @@ __all__ = [
     "Suite",
     "SuiteDefinitionError",
     "Timing",
+    "VariantRow",
     "Workload",
     "load_results",
     "run_suites",
     "variant",
+    "variant_table",
 ]

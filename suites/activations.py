@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from harness import Profile, Suite, Timing, variant
+from harness import Profile, Suite, Timing, VariantRow, variant_table
 from suites.common.operators import ERROR_METRICS, draw_inputs, error_metrics, operator_workload, reference_pass
 
 
@@ -82,43 +82,17 @@ class Activations(Suite):
     def prepare(self, params, device):
         return draw_inputs((params["size"],), params["dtype"], params["pass"], device)
 
-    def _activation(self, state, name: str):
+    @variant_table(
+        VariantRow("relu", description="max(x, 0)"),
+        VariantRow("gelu_erf", description="exact GELU, x * Phi(x)"),
+        VariantRow("gelu_tanh", description="GELU's tanh approximation"),
+        VariantRow("silu", description="x * sigmoid(x)"),
+        VariantRow("mish", description="x * tanh(softplus(x))"),
+        VariantRow("squared_relu", description="relu(x)^2 (Primer)"),
+        VariantRow("hardswish", description="x * relu6(x + 3) / 6"),
+    )
+    def _activation(self, state, params, name: str):
         return operator_workload(ACTIVATIONS[name], state)
-
-    @variant()
-    def relu(self, state, params):
-        """max(x, 0)"""
-        return self._activation(state, "relu")
-
-    @variant()
-    def gelu_erf(self, state, params):
-        """exact GELU, x * Phi(x)"""
-        return self._activation(state, "gelu_erf")
-
-    @variant()
-    def gelu_tanh(self, state, params):
-        """GELU's tanh approximation"""
-        return self._activation(state, "gelu_tanh")
-
-    @variant()
-    def silu(self, state, params):
-        """x * sigmoid(x)"""
-        return self._activation(state, "silu")
-
-    @variant()
-    def mish(self, state, params):
-        """x * tanh(softplus(x))"""
-        return self._activation(state, "mish")
-
-    @variant()
-    def squared_relu(self, state, params):
-        """relu(x)^2 (Primer)"""
-        return self._activation(state, "squared_relu")
-
-    @variant()
-    def hardswish(self, state, params):
-        """x * relu6(x + 3) / 6"""
-        return self._activation(state, "hardswish")
 
     def evaluate(self, state, params, variant, output):
         return error_metrics(output, reference_pass(ACTIVATIONS[variant], state))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import torch
 
-from harness import Profile, Suite, Timing, variant
+from harness import Profile, Suite, Timing, VariantRow, variant_table
 from suites.common.operators import (
     ERROR_METRICS,
     draw_inputs,
@@ -121,36 +121,18 @@ class Normalization(Suite):
             inputs.x.add_(offset)
         return inputs
 
+    @variant_table(
+        VariantRow("layernorm", description="torch.nn.LayerNorm over hidden"),
+        VariantRow("rmsnorm", description="torch.nn.RMSNorm over hidden"),
+        VariantRow("rmsnorm_plain", description="RMSNorm written as plain PyTorch ops"),
+        VariantRow("batchnorm", description="torch.nn.BatchNorm1d, batch statistics over rows"),
+        VariantRow("groupnorm", description="torch.nn.GroupNorm, per row over groups of features"),
+    )
     def _layer(self, state, params, kind: str):
         layer = seeded_layer(kind, params["hidden"], params["groups"])
         state.cache["reference"] = float64_copy(layer).to(state.x.device)
         layer = layer.to(device=state.x.device, dtype=dtype_of(params["dtype"]))
         return operator_workload(layer, state, params=list(layer.parameters()))
-
-    @variant()
-    def layernorm(self, state, params):
-        """torch.nn.LayerNorm over hidden"""
-        return self._layer(state, params, "layernorm")
-
-    @variant()
-    def rmsnorm(self, state, params):
-        """torch.nn.RMSNorm over hidden"""
-        return self._layer(state, params, "rmsnorm")
-
-    @variant()
-    def rmsnorm_plain(self, state, params):
-        """RMSNorm written as plain PyTorch ops"""
-        return self._layer(state, params, "rmsnorm_plain")
-
-    @variant()
-    def batchnorm(self, state, params):
-        """torch.nn.BatchNorm1d, batch statistics over rows"""
-        return self._layer(state, params, "batchnorm")
-
-    @variant()
-    def groupnorm(self, state, params):
-        """torch.nn.GroupNorm, per row over groups of features"""
-        return self._layer(state, params, "groupnorm")
 
     def evaluate(self, state, params, variant, output):
         return error_metrics(output, reference_pass(state.cache["reference"], state))

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness import Band, Metric, Profile, Skip, Suite, Timing, Workload, variant
+from harness import Band, Metric, Profile, Skip, Suite, Timing, VariantRow, Workload, variant_table
 from harness.measure import count_flops
 from harness.metrics.numeric import relative_error
 from suites.common.models import build_model, loss_fn, make_batches, preset_spec
@@ -212,8 +212,20 @@ class Precision(Suite):
         spec = preset_spec(params["model"], params["batch"])
         return PrecisionState(spec, device, params["k_steps"])
 
+    @variant_table(
+        VariantRow("fp32", description="float32, TF32 off"),
+        VariantRow("tf32", requires=("cuda>=8.0",), description="float32 weights, TF32 matmuls and convolutions"),
+        VariantRow("fp16_amp", description="float16 autocast with a gradient scaler"),
+        VariantRow("bf16_amp", requires=("dtype:bfloat16",), description="bfloat16 autocast"),
+        VariantRow("fp16", requires=("cuda",), description="float16 weights, gradients and optimizer state"),
+        VariantRow("bf16", requires=("cuda", "dtype:bfloat16"),
+                   description="bfloat16 weights, gradients and optimizer state"),
+    )
     def _workload(self, state: PrecisionState, params, name: str) -> Workload:
         prec = PRECISIONS[name]
+        if state.device == "cpu" and torch.float16 in (prec.autocast, prec.weights) and not cpu_has_fast_fp16():
+            raise Skip("this CPU has no native float16 matmul (AMX-FP16/AVX512-FP16): its fallback "
+                       "runs tens of times slower than float32, so a timing would measure the fallback")
         step = state.trainer(prec)
         inputs, targets = state.batch(0, prec)
         # Once, untimed, outside the engine's peak-memory call; the same work for all.
@@ -231,39 +243,6 @@ class Precision(Suite):
                 "grad_scaler": prec.scaler, "flops_method": method}
         return Workload(lambda: step(inputs, targets), flops=flops, items=params["batch"],
                         items_unit="samples/s", output=output, info=info, dtype=peak_dtype(prec))
-
-    @variant()
-    def fp32(self, state, params):
-        """float32, TF32 off"""
-        return self._workload(state, params, "fp32")
-
-    @variant(requires=("cuda>=8.0",))
-    def tf32(self, state, params):
-        """float32 weights, TF32 matmuls and convolutions"""
-        return self._workload(state, params, "tf32")
-
-    @variant()
-    def fp16_amp(self, state, params):
-        """float16 autocast with a gradient scaler"""
-        if state.device == "cpu" and not cpu_has_fast_fp16():
-            raise Skip("this CPU has no native float16 matmul (AMX-FP16/AVX512-FP16): its fallback "
-                       "runs tens of times slower than float32, so a timing would measure the fallback")
-        return self._workload(state, params, "fp16_amp")
-
-    @variant(requires=("dtype:bfloat16",))
-    def bf16_amp(self, state, params):
-        """bfloat16 autocast"""
-        return self._workload(state, params, "bf16_amp")
-
-    @variant(requires=("cuda",))
-    def fp16(self, state, params):
-        """float16 weights, gradients and optimizer state"""
-        return self._workload(state, params, "fp16")
-
-    @variant(requires=("cuda", "dtype:bfloat16"))
-    def bf16(self, state, params):
-        """bfloat16 weights, gradients and optimizer state"""
-        return self._workload(state, params, "bf16")
 
     # ---------------------------------------------------------------- quality
     def evaluate(self, state: PrecisionState, params, variant, output):

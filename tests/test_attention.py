@@ -10,7 +10,7 @@ import torch
 
 from harness.cli import main
 from harness.metrics.numeric import relative_error
-from suites.attention import (
+from suites.common.attention_kernels import (
     attention_entropy,
     clustered_qk,
     elu_feature_map,

@@ -314,6 +314,8 @@ def variant(
     :class:`Skip`. ``requires`` names device needs (``cuda``, ``cuda>=8.0``, ``cpu``,
     ``dtype:bfloat16``), ``packages`` optional importable packages; unmet ones skip the case
     with the reason. ``params`` are variant-only axes (e.g. Performer's feature count).
+    Where several variants differ only in one argument of a shared method, declare them as
+    rows of a :func:`variant_table` instead.
     """
 
     def mark(fn: Callable) -> Callable:
@@ -329,6 +331,96 @@ def variant(
     return mark
 
 
+
+_NAME = object()  # a VariantRow's default arg: the row's own name
+
+
+@dataclass(frozen=True)
+class VariantRow:
+    """One row of a :func:`variant_table`: a variant, and what the shared builder receives for it.
+
+    ``arg`` (default: the row's ``name``) is passed to the builder as its fourth argument;
+    ``requires``, ``packages``, ``params`` and ``description`` mean what they mean in
+    :func:`variant`.
+    """
+
+    name: str
+    arg: Any = _NAME
+    requires: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+    params: Mapping[str, tuple] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "requires", tuple(self.requires))
+        object.__setattr__(self, "packages", tuple(self.packages))
+        object.__setattr__(self, "params", {k: tuple(v) for k, v in dict(self.params).items()})
+
+    @property
+    def builder_arg(self) -> Any:
+        return self.name if self.arg is _NAME else self.arg
+
+
+def variant_table(*rows: VariantRow) -> Callable:
+    """Mark a suite method as the shared builder of several variants, one per :class:`VariantRow`.
+
+    The method takes ``(self, state, params, arg)``; each row becomes a variant whose method
+    (named like the row) calls it with the row's ``arg``. The rows take the method's place in
+    the suite's variant order (the order of tables and report columns)::
+
+        @variant_table(
+            VariantRow("relu", description="max(x, 0)"),
+            VariantRow("gelu_tanh", requires=("cuda",), description="GELU's tanh approximation"),
+        )
+        def _activation(self, state, params, name):
+            return operator_workload(ACTIVATIONS[name], state)
+    """
+    for r in rows:
+        if not isinstance(r, VariantRow):
+            raise SuiteDefinitionError(f"variant_table takes VariantRow objects, not {r!r}")
+
+    def mark(fn: Callable) -> Callable:
+        fn.__harness_variant_table__ = tuple(rows)
+        return fn
+
+    return mark
+
+
+def _row_method(builder: Callable, row: VariantRow) -> Callable:
+    """The variant method of one table row: the builder called with the row's argument."""
+    arg = row.builder_arg
+
+    def build(self: Any, state: Any, params: Mapping[str, Any]) -> Any:
+        return builder(self, state, params, arg)
+
+    build.__name__ = build.__qualname__ = row.name
+    build.__doc__ = row.description
+    return build
+
+
+def _declared_variants(klass: type) -> list[tuple[str, dict[str, Any], Callable | None]]:
+    """The variants declared in ``klass``'s own body, in order: (method name, spec fields, method
+    to create for a table row or None)."""
+    out: list[tuple[str, dict[str, Any], Callable | None]] = []
+    seen_rows: set[str] = set()
+    for attr, value in list(vars(klass).items()):
+        meta = getattr(value, "__harness_variant__", None)
+        if meta is not None:
+            out.append((attr, meta, None))
+        for row in getattr(value, "__harness_variant_table__", ()):
+            if row.name in seen_rows:
+                raise SuiteDefinitionError(f"suite {klass.__name__}: variant {row.name!r} declared twice")
+            if row.name in vars(klass):
+                raise SuiteDefinitionError(
+                    f"suite {klass.__name__}: variant row {row.name!r} has the name of an attribute of the suite"
+                )
+            seen_rows.add(row.name)
+            meta = dict(name=row.name, requires=row.requires, packages=row.packages, params=row.params,
+                        description=row.description)
+            out.append((row.name, meta, _row_method(value, row)))
+    return out
+
+
 class Suite:
     """Base class of every suite. Subclass it in a file under ``suites/`` (or anywhere).
 
@@ -337,7 +429,9 @@ class Suite:
     ``nightly`` are expected), ``reference`` (the variant tables compare against), ``metrics``
     (the suite's own quality metrics), ``timing`` (defaults for the engine's timer).
     Methods: ``prepare(params, device)`` -> state shared by all variants at a grid point,
-    ``evaluate(state, params, variant, output)`` -> quality metric values, and variants.
+    ``evaluate(state, params, variant, output)`` -> quality metric values, and variants:
+    methods marked with :func:`variant`, or, where variants differ only in one argument of a
+    shared method, rows of a :func:`variant_table` (one :class:`VariantRow` per variant).
     """
 
     name: str = ""
@@ -359,15 +453,17 @@ class Suite:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         variants: dict[str, VariantSpec] = {}
+        row_methods: dict[str, Callable] = {}
         for klass in reversed(cls.__mro__):
-            for attr, value in vars(klass).items():
-                meta = getattr(value, "__harness_variant__", None)
-                if meta is None:
-                    continue
+            for attr, meta, method in _declared_variants(klass):
                 spec = VariantSpec(method_name=attr, **meta)
                 if spec.name in variants and variants[spec.name].method_name != attr:
                     raise SuiteDefinitionError(f"suite {cls.__name__}: variant {spec.name!r} declared twice")
                 variants[spec.name] = spec
+                if method is not None and klass is cls:
+                    row_methods[attr] = method
+        for attr, method in row_methods.items():  # a table row's variant is called like any other
+            setattr(cls, attr, method)
         cls._variants = variants
 
     # ----------------------------------------------------------------- introspection
