@@ -33,6 +33,9 @@ def test_quick_profile_runs_on_cpu(name, tmp_path):
     for case, rec in zip(cases, records):
         assert (rec.suite, rec.variant, rec.params) == (case.suite, case.variant, case.params_dict)
         assert rec.status in ("ok", "skipped"), f"{case.label()}: {rec.status}: {rec.reason}\n{rec.info.get('traceback', '')}"
+        unmet = cls.variants()[case.variant].unmet("cpu")
+        if unmet:  # what a variant declares it needs decides, not a list in a test
+            assert (rec.status, rec.reason) == ("skipped", unmet), case.label()
         if rec.status == "skipped":
             assert rec.reason, f"{case.label()} skipped without a reason"
             continue

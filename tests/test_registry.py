@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness import Profile, Suite, SuiteDefinitionError, Workload, variant
+from harness import Profile, Suite, SuiteDefinitionError, VariantRow, Workload, variant, variant_table
 from harness.declare.registry import RegistryError, discover
 
 GOOD = '''
@@ -118,6 +118,80 @@ def test_duplicate_variant_names_raise():
             @variant("x")
             def b(self, state, params):
                 return Workload(lambda: None)
+
+
+
+class Table(Suite):
+    """A suite whose variants are rows of one builder, between two method variants."""
+
+    @variant()
+    def first(self, state, params):
+        return Workload(lambda: "first")
+
+    @variant_table(
+        VariantRow("double", 2, description="x 2"),
+        VariantRow("triple", 3, requires=("cuda",), packages=("json",), params={"k": [1, 2]}),
+        VariantRow("named"),
+    )
+    def _scaled(self, state, params, arg):
+        return Workload(lambda: (arg, params.get("k")))
+
+    @variant()
+    def last(self, state, params):
+        return Workload(lambda: "last")
+
+
+def test_variant_table_rows_are_variants_in_declaration_order():
+    specs = Table.variants()
+    assert list(specs) == ["first", "double", "triple", "named", "last"]
+    triple = specs["triple"]
+    assert (triple.requires, triple.packages, dict(triple.params)) == (("cuda",), ("json",), {"k": (1, 2)})
+    assert specs["double"].description == "x 2" and triple.unmet("cpu") == "needs a CUDA device"
+    suite = Table()
+    # the runner calls a variant by its method name; a row's method passes the row's argument on
+    assert getattr(suite, specs["double"].method_name)(None, {}).fn() == (2, None)
+    assert getattr(suite, specs["triple"].method_name)(None, {"k": 1}).fn() == (3, 1)
+    assert getattr(suite, specs["named"].method_name)(None, {}).fn() == ("named", None)
+    assert Table.all_param_names() == ["k"]
+
+    class Sub(Table):  # inherited rows stay variants, and a subclass may override one by name
+        @variant()
+        def named(self, state, params):
+            return Workload(lambda: "overridden")
+
+    assert list(Sub.variants()) == list(specs)
+    assert getattr(Sub(), "named")(None, {}).fn() == "overridden"
+    assert getattr(Sub(), "double")(None, {}).fn() == (2, None)
+
+
+def test_variant_table_duplicates_and_clashes_raise():
+    with pytest.raises(SuiteDefinitionError, match="variant 'x' declared twice"):
+
+        class TwiceInTable(Suite):
+            @variant_table(VariantRow("x", 1), VariantRow("x", 2))
+            def _b(self, state, params, arg):
+                return Workload(lambda: None)
+
+    with pytest.raises(SuiteDefinitionError, match="variant 'x' declared twice"):
+
+        class TableAndMethod(Suite):
+            @variant("x")
+            def a(self, state, params):
+                return Workload(lambda: None)
+
+            @variant_table(VariantRow("x"))
+            def _b(self, state, params, arg):
+                return Workload(lambda: None)
+
+    with pytest.raises(SuiteDefinitionError, match="has the name of an attribute"):
+
+        class Clash(Suite):
+            @variant_table(VariantRow("prepare"))
+            def _b(self, state, params, arg):
+                return Workload(lambda: None)
+
+    with pytest.raises(SuiteDefinitionError, match="takes VariantRow objects"):
+        variant_table(("x", 1))
 
 
 def test_spec_hash_ignores_comments_but_not_workload(tmp_path, write_suite):

@@ -395,6 +395,7 @@ def _row_method(builder: Callable, row: VariantRow) -> Callable:
 
     build.__name__ = build.__qualname__ = row.name
     build.__doc__ = row.description
+    build.__harness_variant_row__ = row.name
     return build
 
 
@@ -410,7 +411,8 @@ def _declared_variants(klass: type) -> list[tuple[str, dict[str, Any], Callable 
         for row in getattr(value, "__harness_variant_table__", ()):
             if row.name in seen_rows:
                 raise SuiteDefinitionError(f"suite {klass.__name__}: variant {row.name!r} declared twice")
-            if row.name in vars(klass):
+            existing = getattr(klass, row.name, None)
+            if existing is not None and not hasattr(existing, "__harness_variant_row__"):
                 raise SuiteDefinitionError(
                     f"suite {klass.__name__}: variant row {row.name!r} has the name of an attribute of the suite"
                 )
