@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "'suite' (one per suite, metrics as columns)")
     ex.add_argument("--metric", help="only this metric")
     ex.add_argument("--suite", help="only this suite")
+    ex.add_argument("--pivot", action="append", default=[], metavar="PARAM",
+                    help="show this variant param as rows, not in the column label, so variants line up at "
+                         "equal values of it (e.g. --pivot steps: DDIM and flow matching at equal steps); "
+                         "repeat or separate with commas")
     ex.add_argument("--better", help="github-action-benchmark: the metrics where 'lower' "
                                      "(customSmallerIsBetter) or 'higher' (customBiggerIsBetter) is better")
     ex.add_argument("--storage", metavar="DIR", help="pytest-benchmark: write into DIR/<machine-id>/NNNN_<run>.json, "
@@ -360,6 +364,13 @@ def cmd_export(args) -> int:
         known = sorted({m for r in run.records for m in r.metrics})
         if args.metric not in known:
             raise UsageError(f"run has no metric {args.metric!r}{suggest(args.metric, known)}")
+    pivot = [p for arg in args.pivot for p in arg.split(",") if p]
+    known_params = sorted({k for r in run.records if not args.suite or r.suite == args.suite for k in r.params})
+    for param in pivot:
+        if param not in known_params:
+            raise UsageError(f"no case of the run has the param {param!r} to pivot{suggest(param, known_params)}")
+    if pivot and args.format in integrations.INTEGRATION_FORMATS:
+        raise UsageError(f"--pivot shapes tables; --format {args.format} writes one entry per case")
     if args.format in integrations.INTEGRATION_FORMATS:
         if args.metric or args.suite:
             run.records = [r for r in run.records if (not args.suite or r.suite == args.suite)]
@@ -381,7 +392,7 @@ def cmd_export(args) -> int:
             print(f"harness: {len(doc)} entries for github-action-benchmark's tool '{tool}'", file=sys.stderr)
         text = json.dumps(doc, indent=2, allow_nan=False) + "\n"
     else:
-        tables = export_mod.build_tables(run, metric=args.metric, suite=args.suite)
+        tables = export_mod.build_tables(run, metric=args.metric, suite=args.suite, pivot=pivot)
         text = export_mod.render(tables, args.format, layout=args.layout)
     if args.output:
         write_output(args.output, text)

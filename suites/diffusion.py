@@ -6,9 +6,9 @@ Table 1 (Song et al. 2021): DDIM (eta 0) at 20-50 steps comes close to 1000-step
 fraction of the time, while stochastic sampling (eta 1, or DDPM's larger variance) with few
 steps is much worse. Flow matching on the straight path (rectified flow, Liu et al. 2023; SD3,
 Esser et al. 2024) is a deterministic ODE sampler too: at equal steps it should land near DDIM,
-its straighter path helping most at few steps. :func:`steps_comparison` (``python -m
-suites.diffusion RUN_DIR``) puts DDIM and flow matching side by side at equal steps, each cell
-the quality and the milliseconds per image it cost.
+its straighter path helping most at few steps. ``harness export RUN_DIR --suite diffusion
+--pivot steps`` puts the samplers side by side at equal steps (``--layout suite``: each row a
+sampler's quality and the milliseconds per image it cost).
 
 Samplers are diffusers' schedulers, all driven by one loop (:func:`sample_loop`):
 - ``ddpm`` (the reference): ``DDPMScheduler``, ancestral sampling over all 1000 steps.
@@ -81,7 +81,6 @@ import numpy as np
 import torch
 
 from harness import Metric, Profile, Skip, Suite, Timing, Workload, variant
-from harness.key import case_label
 from harness.metrics.fid import (
     FidResult, fd_subset_sizes, feature_statistics, fid_kid, frechet_distance, frechet_distance_infinity,
     inception_weights_path,
@@ -533,90 +532,3 @@ def _unet_fn(unet) -> Callable:
 
     fn.module = unet
     return fn
-
-
-# --------------------------------------------------------------------------- samplers at equal steps
-DISTANCE_OF_SOURCE = {"gmm": "fd_data_true", "digits": "fd_classifier", "pretrained": "fid"}
-
-
-def steps_comparison(records, samplers: tuple[str, ...] = ("ddim", "flow_euler")) -> str:
-    """Markdown: the ``samplers`` side by side at equal steps, each cell the sample quality and
-    the time it cost (median latency per image, ms, with IQR/median), from a run's records.
-
-    Rows are (source, n_samples, steps); columns are each sampler with its other params (eta,
-    spacing, shift). Quality is the source's distance (``fd_data_true``, ``fd_classifier`` or
-    ``fid``) and, where reported, ``fd_inf`` with the standard error of its intercept.
-    """
-    rows: dict[tuple, dict[str, str]] = {}
-    columns: list[str] = []
-    device = ""
-    for r in records:
-        if r.suite != "diffusion" or r.variant not in samplers or "steps" not in r.params:
-            continue
-        label = case_label(r.variant, {k: v for k, v in r.key.variant_params if k != "steps"}, sep=",")
-        if label not in columns:
-            columns.append(label)
-        device = device or r.device
-        key = (r.params.get("source"), r.params.get("n_samples"), int(r.params["steps"]))
-        rows.setdefault(key, {})[label] = _quality_and_time(r)
-    if not rows:
-        return "no diffusion records of " + ", ".join(samplers) + "\n"
-    columns.sort(key=lambda c: (samplers.index(c.split("[")[0]), c))
-    lines = [f"### diffusion: {' vs '.join(samplers)} at equal steps; device {device}", "",
-             "Cells: distance (lower is better) [fd_inf +-its standard error] @ latency per image "
-             "(median ms +-IQR/median).", "",
-             "| source | n_samples | steps | " + " | ".join(columns) + " |",
-             "|---|---|---|" + "---|" * len(columns)]
-    for key in sorted(rows, key=lambda k: (str(k[0]), k[1], k[2])):
-        cells = [rows[key].get(c, "") for c in columns]
-        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _quality_and_time(record) -> str:
-    if record.status != "ok":
-        return f"{record.status}: {record.reason}"
-    m = record.metrics
-    name = DISTANCE_OF_SOURCE.get(record.params.get("source"), "")
-    parts = []
-    dist = (m.get(name) or {}).get("value")
-    parts.append(f"{name} {dist:.4g}" if isinstance(dist, (int, float)) and math.isfinite(dist) else f"{name} n/a")
-    inf = m.get("fd_inf") or {}
-    if isinstance(inf.get("value"), (int, float)) and math.isfinite(inf["value"]):
-        parts.append(f"[fd_inf {inf['value']:.3g} +-{inf.get('intercept_se', math.nan):.2g}]")
-    per = m.get("latency_per_image") or {}
-    if isinstance(per.get("value"), (int, float)):
-        spread = per["iqr"] / per["median"] if per.get("median") and per.get("iqr") is not None else math.nan
-        parts.append(f"@ {per['value']:.4g} ms +-{spread:.0%}")
-    return " ".join(parts)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m suites.diffusion RUN_DIR``: print :func:`steps_comparison` of a run folder."""
-    import argparse
-    import sys
-
-    from harness import load_results
-    from harness.results import ResultsError
-
-    parser = argparse.ArgumentParser(prog="python -m suites.diffusion", description=steps_comparison.__doc__)
-    parser.add_argument("run_dir")
-    parser.add_argument("--samplers", default="ddim,flow_euler", help="comma-separated variants (default %(default)s)")
-    args = parser.parse_args(argv)
-    samplers = tuple(v for v in args.samplers.split(",") if v)
-    unknown = [v for v in samplers if v not in Diffusion.variants()]
-    if unknown:
-        print(f"error: unknown diffusion variant {unknown[0]!r} (known: {', '.join(Diffusion.variants())})",
-              file=sys.stderr)
-        return 2
-    try:
-        run = load_results(args.run_dir, strict=False)
-    except ResultsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(steps_comparison(run.records, samplers), end="")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

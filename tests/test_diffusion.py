@@ -11,6 +11,7 @@ import torch
 
 import suites.diffusion as diffusion
 from harness.metrics.fid import INCEPTION_ENV
+from harness.present.export import build_tables, to_markdown
 from harness.plan import plan_suite
 from harness.run.session import run_cases
 from suites.common import diffusion_models as dm
@@ -311,32 +312,35 @@ def test_exact_flow_reaches_the_mixture_and_matches_ddim_in_kind():
 
 
 def test_flow_variants_run_in_the_suite_and_report_fd_inf():
-    overrides = {"n_samples": ["300"], "batch": ["300"], "steps": ["4"], "shift": ["1.0", "3.0"]}
-    cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides) if c.variant == "flow_euler"]
-    assert len(cases) == 2
+    overrides = {"n_samples": ["300"], "batch": ["300"], "steps": ["4"], "shift": ["1.0", "3.0"], "eta": ["0.0"]}
+    cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides)
+             if c.variant in ("flow_euler", "ddim", "ddpm")]
+    assert len(cases) == 4
     records = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
+    assert all(r.status == "ok" for r in records), [r.reason for r in records]
     for r in records:
-        assert r.status == "ok", r.reason
+        if r.variant != "flow_euler":
+            continue
         assert r.metrics["nfe"]["value"] == 4 and r.info["scheduler"] == "FlowMatchEulerDiscreteScheduler"
         fd_inf = r.metrics["fd_inf"]
         assert fd_inf["of"] == "fd_data_true" and fd_inf["sizes"][-1] == 300 and fd_inf["sizes"][0] == 32
         assert math.isfinite(fd_inf["value"]) and fd_inf["residual_rms"] >= 0
         assert fd_inf["distances"][-1] == pytest.approx(r.metrics["fd_data_true"]["value"])
-    text = diffusion.steps_comparison(records)
-    assert "flow_euler[shift=1.0]" in text and "flow_euler[shift=3.0]" in text and "| gmm | 300 | 4 |" in text
-    assert " ms +-" in text and "fd_inf" in text
+    # side by side at equal steps: the exporter pivots the variant param steps into the rows
+    meta = {"diffusion": Diffusion.declaration()}
+    (table,) = build_tables(records, meta, metric="fd_data_true", pivot=["steps"])
+    assert table.row_params == ["steps"] and [row for row, _ in table.rows] == [(4,), (None,)]  # ddpm: no steps
+    side_by_side = table.rows[0][1]
+    assert set(side_by_side) == {"ddim[eta=0.0,spacing=leading]", "flow_euler[shift=1.0]", "flow_euler[shift=3.0]"}
+    ddpm = table.rows[1][1]["ddpm"].value
+    assert all(c.ratio == pytest.approx(c.value / ddpm) for c in side_by_side.values())  # against DDPM-1000
+    text = to_markdown(build_tables(records, meta, pivot=["steps"]), layout="suite")
+    assert "| 4 | flow_euler[shift=1.0] |" in text and "latency_per_image [ms]" in text and "fd_inf" in text
 
 
 def test_fd_inf_reports_why_too_few_samples():
     out = diffusion.fd_infinity(torch.randn(20, 16), np.zeros(16), np.eye(16), "fd_data_true")
     assert math.isnan(out["value"]) and "too few" in out["reason"] and out["n_samples"] == 20
-
-
-def test_steps_comparison_cli_reports_bad_input_in_one_line(tmp_path, capsys):
-    assert diffusion.main([str(tmp_path / "missing")]) == 2
-    assert diffusion.main([str(tmp_path), "--samplers", "ddim,nope"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("error: ") for line in err)
 
 
 def test_digits_flow_model_is_trained_cached_and_sampled(monkeypatch, tmp_path):

@@ -336,3 +336,36 @@ def test_wide_spread_and_quality_band_marks(tmp_path):
     assert "| 1 ±1.0% (1.00x) | 1 ±1.0% (1.00x) ~ | 1 ±1.0% (1.00x) ~ |" in text
     assert "~ spread too wide to read: 3 samples: too few for a 95% CI; 95% CI is +-30% of the value" in text
     assert "0.5 §" in text and "§ outside its quality band: err 0.5 outside the band (<= 0.01)" in text
+
+
+def test_pivot_puts_a_variant_param_into_the_rows():
+    (lat,) = build_tables(RECORDS, META, metric="latency", pivot=["features"])
+    assert lat.row_params == ["n", "features"] and lat.columns == ["base", "fast", "approx", "gpu"]
+    assert [k for k, _ in lat.rows] == [(128, 16), (128, 64), (128, None), (256, 16), (256, 64), (256, None)]
+    rows = dict(lat.rows)
+    assert set(rows[(128, 16)]) == {"approx"} and rows[(128, 16)]["approx"].ratio == 0.25
+    assert rows[(256, 64)]["approx"].ratio == 0.2  # the reference has no features: its grid point counts
+    assert rows[(128, None)]["fast"].ratio == 0.5 and rows[(128, None)]["base"].ratio == 1.0
+    markdown = render([lat], "markdown")
+    assert "| n | features | base | fast | approx |" in markdown and "| 128 | 16 |  |  | 0.5 ±10.0% (0.25x) |" in markdown
+    # a swept param is a row already: pivoting it changes nothing
+    plain = render(build_tables(RECORDS, META, metric="latency"), "markdown")
+    assert render(build_tables(RECORDS, META, metric="latency", pivot=["n"]), "markdown") == plain
+    # a reference with the pivoted param is compared at the same row
+    steps = [rec("base", 128, 4.0, steps=10), rec("base", 128, 8.0, steps=20),
+             rec("fast", 128, 1.0, steps=10), rec("fast", 128, 1.0, steps=20)]
+    (lat,) = build_tables(steps, META, metric="latency", pivot=["steps"])
+    assert lat.columns == ["base", "fast"] and [k for k, _ in lat.rows] == [(10,), (20,)]
+    assert [cells["fast"].ratio for _, cells in lat.rows] == [0.25, 0.125]
+
+
+def test_export_pivot_option(tmp_path, capsys):
+    from synthetic_runs import standard_run
+
+    run = standard_run(tmp_path / "run")
+    code, out, _ = _export(capsys, run, "--pivot", "n", "--layout", "suite")
+    assert code == 0 and "| n | variant | latency [ms] |" in out
+    code, _, err = _export(capsys, run, "--pivot", "m")
+    assert code == 2 and err.count("\n") == 1 and "no case of the run has the param 'm' to pivot (choose from 'n')" in err
+    code, _, err = _export(capsys, run, "--pivot", "n", "--format", "pytest-benchmark")
+    assert code == 2 and err.count("\n") == 1 and "--pivot shapes tables" in err

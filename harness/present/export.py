@@ -5,7 +5,8 @@ rows the swept params, columns the variants (a variant's own params, such as Per
 ``features``, become part of its column label), each cell the value with its spread and the
 ratio to the suite's reference variant at the same grid point. ``suite``: one table per suite,
 rows the swept params and the variant, columns the metrics with their units, each metric with
-a ratio column to the reference variant.
+a ratio column to the reference variant. Either layout can pivot a variant's own params (DDIM's
+``steps``) into rows, so that variants line up at equal values of them.
 
 Numbers are never rounded in CSV and JSON; Markdown, LaTeX and HTML round for reading. A cell
 can carry marks (a symbol and a footnote): :func:`cell_marks` decides them.
@@ -19,7 +20,7 @@ import json
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 from ..declare.suite import violations_text
 from ..key import case_label, params_text
@@ -121,12 +122,16 @@ def _make_cell(results: ResultSet | None, r: Record, mname: str) -> Cell:
 
 
 def cells_frame(records: Iterable[Record] | ResultSet, suites_meta: dict[str, dict] | None = None,
-                metric: str | None = None, suite: str | None = None):
+                metric: str | None = None, suite: str | None = None, pivot: Sequence[str] = ()):
     """Long DataFrame: one row per (record, metric of its suite), with the table's layout keys.
 
     Columns: suite, metric, unit, better, kind, device, reference, variant, column (the variant
     with its own params), row (the swept params' values), status, value, spread, n, ratio,
     cell (the :class:`Cell`); the swept and fixed params of each suite are in ``df.attrs``.
+    ``pivot`` names variant params (e.g. DDIM's ``steps``) that become rows, after the swept
+    params, instead of part of the column label; so variants line up at equal values of them
+    (a variant without the param gets an empty value there). A ratio compares with the
+    reference at the same row, or, where the reference has no such row, at the same grid point.
     """
     import pandas as pd
 
@@ -148,7 +153,9 @@ def cells_frame(records: Iterable[Record] | ResultSet, suites_meta: dict[str, di
         common = set.intersection(*(set(r.key.grid_dict) for r in recs))
         ordered = [k for k, _ in recs[0].key.grid_params if k in common]
         varying = [k for k in ordered if len({params_text(r.params[k]) for r in recs}) > 1]
-        layout[sname] = {"row_params": varying, "fixed": {k: recs[0].params[k] for k in ordered if k not in varying}}
+        pivots = [k for k in dict.fromkeys(pivot) if any(k in r.key.variant_dict for r in recs)]
+        layout[sname] = {"row_params": varying + pivots,
+                         "fixed": {k: recs[0].params[k] for k in ordered if k not in varying}}
         units: dict[str, tuple[str, str, str]] = {}
         for r in recs:
             for name, m in r.metrics.items():
@@ -162,14 +169,18 @@ def cells_frame(records: Iterable[Record] | ResultSet, suites_meta: dict[str, di
                 reference = None
             for r in recs:
                 cell = _make_cell(results, r, mname)
+                point = [r.params[k] for k in varying]
+                row = point + [r.key.variant_dict.get(k) for k in pivots]
+                own = {k: v for k, v in r.key.variant_params if k not in pivots}
                 rows.append({"suite": sname, "metric": mname, "unit": unit, "better": better, "kind": kind,
                              "device": recs[0].device, "reference": reference, "variant": r.variant,
-                             "column": case_label(r.variant, r.key.variant_dict, sep=","),
-                             "row": tuple(r.params[k] for k in varying),
-                             "row_id": params_text([r.params[k] for k in varying]), "status": cell.status,
-                             "value": cell.value, "spread": cell.spread, "n": cell.n, "cell": cell})
+                             "column": case_label(r.variant, own, sep=","), "row": tuple(row),
+                             "row_id": params_text(row), "grid_id": params_text(point),
+                             "status": cell.status, "value": cell.value, "spread": cell.spread, "n": cell.n,
+                             "cell": cell})
     df = pd.DataFrame(rows, columns=["suite", "metric", "unit", "better", "kind", "device", "reference", "variant",
-                                     "column", "row", "row_id", "status", "value", "spread", "n", "cell"], dtype=object)
+                                     "column", "row", "row_id", "grid_id", "status", "value", "spread", "n", "cell"],
+                      dtype=object)
     df["value"] = df["value"].astype(float)
     df["ratio"] = _ratios(df)
     for cell, ratio in zip(df["cell"], df["ratio"]):
@@ -179,14 +190,18 @@ def cells_frame(records: Iterable[Record] | ResultSet, suites_meta: dict[str, di
 
 
 def _ratios(df):
-    """Each value over the reference variant's value at the same (suite, metric, grid point)."""
+    """Each value over the reference variant's value at the same (suite, metric, row), else at the
+    same grid point (a pivoted param the reference does not have)."""
     import pandas as pd
 
-    keys = ["suite", "metric", "row_id"]
     ref = df[(df["column"] == df["reference"]) & (df["status"] == "ok") & df["value"].notna()]
-    ref = ref[ref["value"] != 0.0].drop_duplicates(keys)[keys + ["value"]]
-    merged = df[keys + ["value"]].merge(ref, on=keys, how="left", suffixes=("", "_ref"))
-    return pd.Series((merged["value"] / merged["value_ref"]).to_numpy(), index=df.index)
+    ref = ref[ref["value"] != 0.0]
+    found = pd.Series(float("nan"), index=df.index)
+    for point in ("grid_id", "row_id"):  # the row's own reference value wins
+        keys = ["suite", "metric", point]
+        merged = df[keys].merge(ref.drop_duplicates(keys)[keys + ["value"]], on=keys, how="left")
+        found = pd.Series(merged["value"].astype(float).to_numpy(), index=df.index).combine_first(found)
+    return df["value"] / found
 
 
 def build_tables(
@@ -194,13 +209,14 @@ def build_tables(
     suites_meta: dict[str, dict] | None = None,
     metric: str | None = None,
     suite: str | None = None,
+    pivot: Sequence[str] = (),
 ) -> list[Table]:
     """One Table per (suite, metric) that some record reports (or only ``metric``).
 
     ``records`` may be a :class:`ResultSet`; its suites' declarations are used then, and
-    :func:`cell_marks` sees it.
+    :func:`cell_marks` sees it. ``pivot``: variant params shown as rows (see :func:`cells_frame`).
     """
-    df = cells_frame(records, suites_meta, metric=metric, suite=suite)
+    df = cells_frame(records, suites_meta, metric=metric, suite=suite, pivot=pivot)
     tables: list[Table] = []
     for (sname, mname), part in df.groupby(["suite", "metric"], sort=False):
         first = part.iloc[0]
