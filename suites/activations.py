@@ -41,15 +41,17 @@ def squared_relu(x: torch.Tensor) -> torch.Tensor:
     return torch.square(F.relu(x))
 
 
-ACTIVATIONS = {
-    "relu": F.relu,
-    "gelu_erf": lambda x: F.gelu(x, approximate="none"),
-    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "silu": F.silu,
-    "mish": F.mish,
-    "squared_relu": squared_relu,
-    "hardswish": F.hardswish,
-}
+# The variants: one row each, the function the shared builder applies as the row's argument.
+ROWS = (
+    VariantRow("relu", F.relu, description="max(x, 0)"),
+    VariantRow("gelu_erf", lambda x: F.gelu(x, approximate="none"), description="exact GELU, x * Phi(x)"),
+    VariantRow("gelu_tanh", lambda x: F.gelu(x, approximate="tanh"), description="GELU's tanh approximation"),
+    VariantRow("silu", F.silu, description="x * sigmoid(x)"),
+    VariantRow("mish", F.mish, description="x * tanh(softplus(x))"),
+    VariantRow("squared_relu", squared_relu, description="relu(x)^2 (Primer)"),
+    VariantRow("hardswish", F.hardswish, description="x * relu6(x + 3) / 6"),
+)
+ACTIVATIONS = {row.name: row.arg for row in ROWS}
 
 
 class Activations(Suite):
@@ -82,17 +84,9 @@ class Activations(Suite):
     def prepare(self, params, device):
         return draw_inputs((params["size"],), params["dtype"], params["pass"], device)
 
-    @variant_table(
-        VariantRow("relu", description="max(x, 0)"),
-        VariantRow("gelu_erf", description="exact GELU, x * Phi(x)"),
-        VariantRow("gelu_tanh", description="GELU's tanh approximation"),
-        VariantRow("silu", description="x * sigmoid(x)"),
-        VariantRow("mish", description="x * tanh(softplus(x))"),
-        VariantRow("squared_relu", description="relu(x)^2 (Primer)"),
-        VariantRow("hardswish", description="x * relu6(x + 3) / 6"),
-    )
-    def _activation(self, state, params, name: str):
-        return operator_workload(ACTIVATIONS[name], state)
+    @variant_table(*ROWS)
+    def _activation(self, state, params, fn):
+        return operator_workload(fn, state)
 
     def evaluate(self, state, params, variant, output):
         return error_metrics(output, reference_pass(ACTIVATIONS[variant], state))
