@@ -154,14 +154,18 @@ def test_variant_table_rows_are_variants_in_declaration_order():
     assert getattr(suite, specs["named"].method_name)(None, {}).fn() == ("named", None)
     assert Table.all_param_names() == ["k"]
 
-    class Sub(Table):  # inherited rows stay variants, and a subclass may override one by name
+    class Sub(Table):  # inherited rows stay variants; a subclass may override one, or the builder
         @variant()
         def named(self, state, params):
             return Workload(lambda: "overridden")
 
+        def _scaled(self, state, params, arg):
+            return Workload(lambda: ("sub", arg))
+
     assert list(Sub.variants()) == list(specs)
     assert getattr(Sub(), "named")(None, {}).fn() == "overridden"
-    assert getattr(Sub(), "double")(None, {}).fn() == (2, None)
+    assert getattr(Sub(), "double")(None, {}).fn() == ("sub", 2)
+    assert getattr(suite, "double")(None, {}).fn() == (2, None)
 
 
 def test_variant_table_duplicates_and_clashes_raise():

@@ -331,7 +331,6 @@ def variant(
     return mark
 
 
-
 _NAME = object()  # a VariantRow's default arg: the row's own name
 
 
@@ -386,12 +385,13 @@ def variant_table(*rows: VariantRow) -> Callable:
     return mark
 
 
-def _row_method(builder: Callable, row: VariantRow) -> Callable:
-    """The variant method of one table row: the builder called with the row's argument."""
+def _row_method(builder: str, row: VariantRow) -> Callable:
+    """The variant method of one table row: the builder (looked up on the suite, so a subclass may
+    override it) called with the row's argument."""
     arg = row.builder_arg
 
     def build(self: Any, state: Any, params: Mapping[str, Any]) -> Any:
-        return builder(self, state, params, arg)
+        return getattr(self, builder)(state, params, arg)
 
     build.__name__ = build.__qualname__ = row.name
     build.__doc__ = row.description
@@ -419,7 +419,7 @@ def _declared_variants(klass: type) -> list[tuple[str, dict[str, Any], Callable 
             seen_rows.add(row.name)
             meta = dict(name=row.name, requires=row.requires, packages=row.packages, params=row.params,
                         description=row.description)
-            out.append((row.name, meta, _row_method(value, row)))
+            out.append((row.name, meta, _row_method(attr, row)))
     return out
 
 
