@@ -14,8 +14,3 @@ def relative_error(out, ref) -> float:
         return float(diff.norm())
     return float(diff.norm() / denom)
 
-
-def max_abs_error(out, ref) -> float:
-    import torch
-
-    return float((out.detach().to(torch.float64) - ref.detach().to(torch.float64).to(out.device)).abs().max())

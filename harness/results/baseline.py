@@ -21,7 +21,6 @@ from .records import (
     MetricValue,
     ResultSet,
     ResultsError,
-    json_safe,
     load_results,
     write_json,
 )
@@ -156,8 +155,3 @@ def list_baselines(folder: Path | None = None) -> list[str]:
     folder = Path(folder) if folder else baselines_dir()
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
-
-def baseline_summary(rs: ResultSet) -> dict[str, Any]:
-    """A short JSON-safe description of a result set (for reports and ``baseline list``)."""
-    return json_safe({"label": rs.label, "device": rs.describe_device(), "cases": len(rs.records),
-                      "statuses": rs.status_counts()})

@@ -90,13 +90,6 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def default_timer_factory(device: str, case: Case, cold_cache: bool):
-    """The timer of a device (kept for callers that pass their own ``timer_factory``)."""
-    if device.startswith("cuda"):
-        return CudaEventTimer(device, flush_l2=cold_cache)
-    return CpuTimer()
-
-
 @dataclass
 class CaseExecutor:
     """Runs cases of suites in this process, sharing each grid point's setup among variants.
