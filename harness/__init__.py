@@ -25,6 +25,7 @@ from .declare.suite import (
     variant_table,
 )
 from .results.records import MetricValue, Record, ResultSet, load_results
+from .run.request import RunRequest
 from .run.session import RunOptions, RunSession, run_suites
 
 __version__ = "0.1.0"
@@ -44,6 +45,7 @@ __all__ = [
     "Record",
     "ResultSet",
     "RunOptions",
+    "RunRequest",
     "RunSession",
     "Skip",
     "Suite",

@@ -152,13 +152,14 @@ def _point_folder(cache: dict | None, suite: str, params: tuple) -> Path:
 
 def _measure(cls, case, folder: Path) -> "Record":  # noqa: F821 - results.Record, imported lazily
     from .measure.environment import resolve_device
-    from .run.session import RunOptions, RunSession
+    from .run.request import RunRequest
+    from .run.session import RunSession
 
     threads = os.environ.get(ENV_THREADS, "").strip()
     device = resolve_device(os.environ.get(ENV_DEVICE, "").strip() or "auto")
-    options = RunOptions(device=device, profile=cls.__asv_layout__.profile, threads=int(threads) if threads else None,
+    request = RunRequest(device=device, profile=cls.__asv_layout__.profile, threads=int(threads) if threads else None,
                          argv=["asv"])
-    session = RunSession(folder, [replace(case, device=device)], {cls.suite_name(): cls}, options, run_id="asv")
+    session = RunSession(folder, [replace(case, device=device)], {cls.suite_name(): cls}, request, run_id="asv")
     (record,) = session.run().records
     return record
 

@@ -7,16 +7,16 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import traceback
 from pathlib import Path
 
 from .present import export as export_mod
-from .plan import PlanError, parse_param_overrides, plan_cases
+from .plan import PlanError, merge_param_items, parse_param_item
 from .declare.registry import Registry, RegistryError, discover, suggest
 from .results.records import FAILED_STATUSES, ResultsError, load_results
+from .run.request import as_shard, positive_seconds, strictly_positive
 from .run.session import RunTerminated
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -29,7 +29,29 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not argparse's usage dump
-        raise UsageError(message)
+        # a type function's message names its option already: "argument --rounds: --rounds must..."
+        option, sep, rest = message.removeprefix("argument ").partition(": ")
+        raise UsageError(rest if sep and rest.startswith(option.split("/")[0] + " ") else message)
+
+
+def _typed(convert, check=None, name: str = ""):
+    """An argparse ``type=``: text -> ``convert`` -> ``check(value, name)``; the parse happens here,
+    at the edge, and everything after holds the typed value (pyperf's ``strictly_positive``)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid {convert.__name__} value: {text!r}") from None
+        except PlanError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        try:
+            return check(value, name) if check else value
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,22 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     run.add_argument("-k", dest="pattern", help="only cases whose 'suite/variant k=v' label matches (substring or glob; and/or/not)")
     run.add_argument("--variant", action="append", metavar="NAME[,NAME]", help="only these variants (repeatable)")
-    run.add_argument("--param", action="append", metavar="NAME=V1,V2", help="override a param's values (repeatable)")
+    run.add_argument("--param", action="append", type=_typed(parse_param_item), metavar="NAME=V1,V2",
+                     help="override a param's values (repeatable)")
     run.add_argument("--isolate", action="store_true", help="run each case in a worker process")
     run.add_argument("--executor", default="local", choices=("local", "ray"),
                      help="local: this machine (default); ray: one Ray task per grid point over a cluster "
                           "or an embedded local Ray (needs the extra dl-harness[ray])")
     run.add_argument("--ray-address", metavar="ADDR", help="with --executor ray: join this Ray cluster ('auto', host:port)")
-    run.add_argument("--shard", metavar="I/N", help="run only the I-th of N shards of the plan (by grid point); "
+    run.add_argument("--shard", type=_typed(as_shard), metavar="I/N", help="run only the I-th of N shards of the plan (by grid point); "
                                                       "'harness merge' joins the shards")
-    run.add_argument("--timeout", type=float, help="per-case time limit in seconds")
+    run.add_argument("--timeout", type=_typed(float, positive_seconds, "--timeout"), help="per-case time limit in seconds")
     run.add_argument("--out", help="run folder to write (default: results/<run-id>)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted, killed or crashed run in RUN_DIR with its own plan")
-    run.add_argument("--threads", type=int,
+    run.add_argument("--threads", type=_typed(int, strictly_positive, "--threads"),
                      help="torch CPU threads (default on the CPU: half the usable cores, at most 8, for numbers "
                           "that hold on a shared machine; recorded)")
-    run.add_argument("--rounds", type=int, default=1, metavar="R",
+    run.add_argument("--rounds", type=_typed(int, strictly_positive, "--rounds"), default=1, metavar="R",
                      help="passes over all cases, one after the other (default 1): compare reads the spread "
                           "between rounds as the run-to-run noise; a nightly gate wants 3 or more")
     run.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
@@ -248,8 +271,8 @@ def cmd_list(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .measure.environment import resolve_device
-    from .run.session import RunOptions, RunSession
+    from .run.request import build_request, plan_request
+    from .run.session import RunSession
 
     _enable_faulthandler()
     against = _load_against(args)  # a bad baseline name fails before anything runs
@@ -259,56 +282,18 @@ def cmd_run(args) -> int:
         if args.shard:
             raise UsageError("--resume continues the run's own shard; give no --shard")
         session = RunSession.resume(args.resume, progress=not args.no_progress, ray_address=args.ray_address)
-        if session.options.executor == "ray":
-            _require_ray()
         return _finish_run(args, session, session.run_remaining(), against)
     _, selected, failures = resolve_targets(args.targets)
     _warn_failures(failures)
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, not {args.threads}")
-    if args.rounds < 1:
-        raise UsageError(f"--rounds must be at least 1, not {args.rounds}")
-    if args.timeout is not None and not (math.isfinite(args.timeout) and args.timeout > 0):
-        raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout:g}")
-    if args.ray_address and args.executor != "ray":
-        raise UsageError("--ray-address needs --executor ray")
-    if args.executor == "ray":
-        _require_ray()
-    try:
-        # with Ray the GPUs are the cluster's: the driver need not have one
-        device = "cuda" if args.executor == "ray" and args.device == "cuda" else resolve_device(args.device)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.executor == "ray" and device.startswith("cuda:"):
-        raise UsageError(f"--executor ray gives each task a GPU of its own; use --device cuda, not {device}")
-    overrides = parse_param_overrides(args.param)
-    only = _variant_names(args.variant)
-    cases = plan_cases(selected, args.profile, device, args.pattern, overrides, only)
-    if args.shard:
-        from .plan import parse_shard, shard_cases
-
-        index, count = parse_shard(args.shard)
-        cases = shard_cases(cases, index, count)
-        if not cases:
-            raise UsageError(f"shard {args.shard} holds no case: the plan has fewer than {count} grid points")
-    options = RunOptions(
-        device=device, profile=args.profile, isolate=bool(args.isolate), timeout_s=args.timeout,
-        threads=args.threads, progress=not args.no_progress, pattern=args.pattern, param_overrides=overrides,
-        variants=only, argv=args.argv, executor=args.executor, ray_address=args.ray_address, shard=args.shard,
-        rounds=args.rounds,
+    request = build_request(
+        selected, profile=args.profile, device=args.device, pattern=args.pattern,
+        params=merge_param_items(args.param), variants=_variant_names(args.variant), isolate=args.isolate,
+        executor=args.executor, ray_address=args.ray_address, shard=args.shard, timeout_s=args.timeout,
+        threads=args.threads, rounds=args.rounds, progress=not args.no_progress, argv=args.argv,
     )
-    session = RunSession(Path(args.out) if args.out else None, cases, {c.suite_name(): c for c in selected},
-                         options, load_failures=failures)
+    session = RunSession(Path(args.out) if args.out else None, plan_request(request, selected),
+                         {c.suite_name(): c for c in selected}, request, load_failures=failures)
     return _finish_run(args, session, session.run(), against)
-
-
-def _require_ray() -> None:
-    from .run.ray_executor import RayNotInstalled, require_ray
-
-    try:
-        require_ray()
-    except RayNotInstalled as exc:
-        raise UsageError(str(exc)) from None
 
 
 def cmd_merge(args) -> int:

@@ -62,19 +62,89 @@ def parse_value(text: str, like: list) -> Any:
     return text
 
 
-def parse_param_overrides(items: list[str] | None) -> dict[str, list[str]]:
-    """``["seq_len=128,256", "causal=true"]`` -> {"seq_len": ["128", "256"], ...}."""
-    out: dict[str, list[str]] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise PlanError(f"--param {item!r}: expected NAME=V1,V2")
-        name, _, vals = item.partition("=")
-        name = name.strip()
-        values = [v.strip() for v in vals.split(",") if v.strip()]
-        if not name or not values:
-            raise PlanError(f"--param {item!r}: expected NAME=V1,V2")
+def typed_value(value: Any, like: list) -> Any:
+    """A param value of the type of the declared values ``like``: text (the command line, the
+    environment, run folders of older versions) is parsed; a typed value is kept as it is.
+
+    A JSON list stands for a tuple where the declared values are tuples (how ``run.json`` holds
+    them). ValueError when the value cannot be of that type.
+    """
+    sample = like[0] if like else value
+    if isinstance(value, str):
+        return parse_value(value, like)
+    if isinstance(sample, bool) or isinstance(value, bool):
+        if isinstance(sample, bool) and isinstance(value, bool):
+            return value
+    elif isinstance(sample, int):
+        if isinstance(value, int):
+            return value
+    elif isinstance(sample, float):
+        if isinstance(value, (int, float)):
+            return float(value)
+    elif isinstance(sample, tuple) and isinstance(value, list):
+        return tuple(value)
+    elif isinstance(sample, str):
+        return str(value)
+    else:
+        return value
+    raise ValueError(f"{value!r} is not a {type(sample).__name__}")
+
+
+def parse_param_item(item: str) -> tuple[str, tuple[str, ...]]:
+    """``"seq_len=128,256"`` -> ("seq_len", ("128", "256")); PlanError with one line otherwise."""
+    name, sep, vals = str(item).partition("=")
+    name = name.strip()
+    values = tuple(v.strip() for v in vals.split(",") if v.strip())
+    if not sep or not name or not values:
+        raise PlanError(f"--param {item!r}: expected NAME=V1,V2")
+    return name, values
+
+
+def merge_param_items(items) -> dict[str, list]:
+    """(name, values) pairs -> {name: values}, the values of a repeated name joined in order."""
+    out: dict[str, list] = {}
+    for name, values in items or ():
         out.setdefault(name, []).extend(values)
     return out
+
+
+def parse_param_overrides(items: list[str] | None) -> dict[str, list[str]]:
+    """``["seq_len=128,256", "causal=true"]`` -> {"seq_len": ["128", "256"], ...}."""
+    return merge_param_items(parse_param_item(item) for item in items or ())
+
+
+def _suite_overrides(cls: type[Suite], overrides: dict[str, Any]) -> dict[str, tuple]:
+    """The overrides of the params ``cls`` declares, as values of their declared types."""
+    name, variants, known = cls.suite_name(), cls.variants(), cls.all_param_names()
+    typed: dict[str, tuple] = {}
+    for k, values in overrides.items():
+        if k not in known:
+            continue  # checked across all suites by the caller
+        declared = list(cls.grid.get(k) or next(s.params[k] for s in variants.values() if k in s.params))
+        try:
+            typed[k] = tuple(typed_value(v, declared) for v in values)
+        except ValueError as exc:
+            raise PlanError(f"--param {k}: malformed value for suite {name!r}: {exc}") from None
+        repeated = [v for i, v in enumerate(typed[k]) if v in typed[k][:i]]
+        if repeated:
+            raise PlanError(f"--param {k}: value {repeated[0]!r} is given twice")
+    return typed
+
+
+def type_overrides(suites: list[type[Suite]], overrides: dict[str, Any] | None) -> dict[str, tuple]:
+    """Param overrides (text or typed) -> {name: tuple of values of the declared type}.
+
+    Every name must be a param of one of ``suites``; suites that declare the same name must
+    agree on its values' type.
+    """
+    overrides = dict(overrides or {})
+    check_overrides(suites, overrides)
+    typed: dict[str, tuple] = {}
+    for cls in suites:
+        for k, values in _suite_overrides(cls, overrides).items():
+            if typed.setdefault(k, values) != values or list(map(type, typed[k])) != list(map(type, values)):
+                raise PlanError(f"--param {k}: the selected suites declare {k} with values of different types")
+    return typed
 
 
 def _grid(axes: dict[str, tuple]) -> list[dict[str, Any]]:
@@ -87,7 +157,7 @@ def plan_suite(
     profile: str,
     device: str,
     pattern: str | None = None,
-    overrides: dict[str, list[str]] | None = None,
+    overrides: dict[str, Any] | None = None,
     only_variants: list[str] | None = None,
 ) -> list[Case]:
     """Cases of one suite for a profile, filtered by a -k pattern, variant names and --param overrides."""
@@ -101,20 +171,7 @@ def plan_suite(
     for k, v in prof.grid.items():
         if k in grid_axes:
             grid_axes[k] = tuple(v)
-    known = cls.all_param_names()
-    overrides = overrides or {}
-    parsed: dict[str, tuple] = {}
-    for k, texts in overrides.items():
-        if k not in known:
-            continue  # checked across all suites by the caller
-        declared = list(cls.grid.get(k) or next(s.params[k] for s in variants.values() if k in s.params))
-        try:
-            parsed[k] = tuple(parse_value(t, declared) for t in texts)
-        except ValueError as exc:
-            raise PlanError(f"--param {k}: malformed value for suite {name!r}: {exc}") from None
-        repeated = [v for i, v in enumerate(parsed[k]) if v in parsed[k][:i]]
-        if repeated:
-            raise PlanError(f"--param {k}: value {repeated[0]!r} is given twice")
+    parsed = _suite_overrides(cls, overrides or {})
     for k, v in parsed.items():
         if k in grid_axes:
             grid_axes[k] = v
@@ -167,7 +224,7 @@ def _term(case: Case, term: str) -> bool:
     return term in hay or term == case.variant
 
 
-def check_overrides(suites: list[type[Suite]], overrides: dict[str, list[str]]) -> None:
+def check_overrides(suites: list[type[Suite]], overrides: dict[str, Any]) -> None:
     """Every overridden param must exist in at least one of the selected suites."""
     known: set[str] = set()
     for cls in suites:
@@ -192,7 +249,7 @@ def plan_cases(
     profile: str,
     device: str,
     pattern: str | None = None,
-    overrides: dict[str, list[str]] | None = None,
+    overrides: dict[str, Any] | None = None,
     only_variants: list[str] | None = None,
 ) -> list[Case]:
     """Cases of several suites, after checking that every param, variant and profile exists."""

@@ -9,7 +9,7 @@ import pytest
 from harness import load_results, run_suites
 from harness.results.baseline import save_baseline
 from harness.cli import main
-from harness.plan import plan_suite
+from harness.plan import PlanError, plan_suite
 from harness.declare.registry import discover
 from harness.results.records import ResultsError
 from harness.run.session import RunOptions, RunSession, SessionError, new_run_folder
@@ -201,3 +201,43 @@ def test_cpu_thread_default_and_hint():
     assert cpu_thread_hint("cpu", 1, cores=2, load=0.2) == ""
     assert cpu_thread_hint("cpu", 8, cores=16, load=1.0) == ""
     assert cpu_thread_hint("cuda", 64, cores=2, load=9.0) == ""
+
+
+def test_run_json_holds_the_typed_request_and_resume_reads_it_back(toy_suite_file, tmp_path):
+    """--param n=4,2 is typed once (by the suite's declared ints): run.json holds ints, resume
+    rebuilds the same frozen request from them, and a run.json of earlier versions (param values
+    as text) still resumes to the same plan."""
+    from harness.run.executors import CaseExecutor
+    from harness.run.request import RunRequest, build_request, plan_request
+
+    cls = toy(toy_suite_file)
+    request = build_request([cls], profile="quick", device="cpu", params={"n": ["4", 2]}, variants=["ok"],
+                            shard="1/1", rounds=2)
+    assert request.param_overrides == {"n": (4, 2)} and request.shard == (1, 1) and request.variants == ("ok",)
+    cases = plan_request(request, [cls])
+    assert [c.params_dict["n"] for c in cases] == [4, 2]
+    session = RunSession(tmp_path / "t", cases, {"toy": cls}, request,
+                         executor=_InterruptAfter(CaseExecutor({"toy": cls}), 1))
+    with pytest.raises(KeyboardInterrupt):
+        session.run()
+    meta = json.loads((tmp_path / "t" / "run.json").read_text())
+    assert meta["param_overrides"] == {"n": [4, 2]} and meta["shard"] == "1/1" and meta["rounds"] == 2
+    resumed = RunSession.resume(tmp_path / "t")
+    assert isinstance(resumed.request, RunRequest)
+    assert resumed.request.param_overrides == {"n": (4, 2)} and resumed.cases == cases
+    meta["param_overrides"] = {"n": ["4", "2"]}  # as the previous version wrote it
+    (tmp_path / "t" / "run.json").write_text(json.dumps(meta))
+    resumed = RunSession.resume(tmp_path / "t")
+    assert resumed.request.param_overrides == {"n": (4, 2)} and resumed.cases == cases
+    assert main(["run", "--resume", str(tmp_path / "t"), "--quiet", "--no-progress", "--allow-failures"]) == 0
+    assert {(r.params["n"], r.info["round"]) for r in load_results(tmp_path / "t").round_records} == {
+        (4, 0), (2, 0), (4, 1), (2, 1)}
+
+
+def test_run_suites_checks_its_python_values_once_at_the_edge(toy_suite_file, tmp_path):
+    cls = toy(toy_suite_file)
+    with pytest.raises(PlanError, match="rounds must be at least 1, not 0"):
+        run_suites([cls], out=tmp_path / "x", rounds=0)
+    with pytest.raises(PlanError, match="n: malformed value"):
+        run_suites([cls], out=tmp_path / "x", params={"n": ["four"]})
+    assert not (tmp_path / "x").exists()

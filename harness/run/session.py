@@ -25,12 +25,12 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..key import case_ident, params_text
-from ..plan import Case, PlanError, plan_cases
+from ..plan import Case, PlanError
 from ..results.records import (
     ENVIRONMENT_FILE,
     RUN_FILE,
@@ -43,6 +43,7 @@ from ..results.records import (
     write_json,
 )
 from ..declare.suite import Suite
+from .request import RunRequest, build_request, plan_request, request_from_json, strictly_positive, positive_seconds
 
 RUNS_ROOT = Path("results")
 RUNNING_FILE = "running.json"  # the case in progress; left behind only by a run that died
@@ -79,29 +80,7 @@ def new_run_folder(run_id: str, root: Path = RUNS_ROOT) -> tuple[str, Path]:
     raise SessionError(f"cannot find a free run folder name for {run_id} under {root}")
 
 
-@dataclass
-class RunOptions:
-    """How a run executes and what it records as its request."""
-
-    device: str = "cpu"
-    profile: str | None = None
-    isolate: bool = False
-    timeout_s: float | None = None
-    threads: int | None = None
-    progress: bool = False
-    pattern: str | None = None
-    param_overrides: dict[str, list[str]] = field(default_factory=dict)
-    variants: list[str] = field(default_factory=list)
-    argv: list[str] | None = None
-    executor: str = "local"  # "local" (this process or --isolate workers) or "ray"
-    ray_address: str | None = None  # with executor "ray": the cluster to join (None: an embedded local Ray)
-    shard: str | None = None  # "I/N": this run holds the I-th of N shards of the plan (by grid point)
-    threads_source: str = "given"  # how the thread count was chosen ("given", or why a default)
-    rounds: int = 1  # passes over all cases, interleaved (round 2 starts after round 1 has ended)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.rounds, int) or self.rounds < 1:
-            raise ValueError(f"rounds must be a positive whole number, not {self.rounds!r}")
+RunOptions = RunRequest  # the request's earlier name, kept for callers that build one directly
 
 
 MAX_DEFAULT_CPU_THREADS = 8
@@ -211,7 +190,7 @@ class RunSession:
 
     ``cases`` and ``suites`` (name -> Suite class) come from :func:`harness.plan.plan_cases`.
     ``executor`` replaces the default one (in-process, or isolated worker processes with
-    ``options.isolate``). An executor has ``close()`` and either ``run(case, timeout_s) ->
+    ``request.isolate``). An executor has ``close()`` and either ``run(case, timeout_s) ->
     Record`` (cases one at a time, in order) or ``run_all(cases, timeout_s, on_record)`` (many
     at once: it calls ``on_record(record)`` as each case finishes, in any order).
     """
@@ -221,19 +200,24 @@ class RunSession:
         folder: str | Path | None,
         cases: Sequence[Case],
         suites: dict[str, type[Suite]],
-        options: RunOptions | None = None,
+        request: RunRequest | None = None,
         *,
         run_id: str | None = None,
         load_failures: Iterable[Any] = (),
         executor=None,
+        meta: dict[str, Any] | None = None,
     ):
-        self.options = options or RunOptions()
+        self.request = request or RunRequest()
         self.cases = list(cases)
         self.suites = dict(suites)
         self.load_failures = list(load_failures)
         self.executor = executor
-        self.run_id = run_id or default_run_id(self.options.device)
-        if folder is None:
+        self.run_id = run_id or default_run_id(self.request.device)
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.records: list[Record] = []
+        if meta is not None:  # continuing the run in ``folder`` (see resume)
+            self.folder = Path(folder)
+        elif folder is None:
             self.run_id, self.folder = new_run_folder(self.run_id)
         else:
             self.folder = Path(folder)
@@ -241,8 +225,11 @@ class RunSession:
                 raise SessionError(f"run folder {self.folder} exists and is not a folder")
             if self.folder.is_dir() and any(self.folder.iterdir()):
                 raise SessionError(f"run folder {self.folder} already exists and is not empty; choose a new folder")
-        self.meta: dict[str, Any] = {}
-        self.records: list[Record] = []
+
+    @property
+    def options(self) -> RunRequest:
+        """The request (its earlier name)."""
+        return self.request
 
     # ------------------------------------------------------------------ the run folder
     def _open(self) -> None:
@@ -250,13 +237,14 @@ class RunSession:
 
         from ..measure.environment import fingerprint
 
-        opts = self.options
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SessionError(f"cannot create run folder {self.folder}: {exc.strerror or exc}") from None
-        if opts.threads is None and opts.device == "cpu":
-            opts.threads, opts.threads_source = default_cpu_threads()
+        if self.request.threads is None and self.request.device == "cpu":
+            threads, why = default_cpu_threads()
+            self.request = replace(self.request, threads=threads, threads_source=why)
+        opts = self.request
         if opts.threads is not None:
             torch.set_num_threads(opts.threads)
         hint = cpu_thread_hint(opts.device, torch.get_num_threads())
@@ -264,20 +252,8 @@ class RunSession:
             print(f"harness: {hint}", file=sys.stderr)
         self.meta = {
             "run_id": self.run_id,
-            "argv": opts.argv,
-            "profile": opts.profile,
-            "device": opts.device,
-            "pattern": opts.pattern,
-            "param_overrides": opts.param_overrides,
-            "variants": opts.variants,
-            "isolate": bool(opts.isolate),
-            "executor": opts.executor,
-            "ray_address": opts.ray_address,
-            "shard": opts.shard,
-            "timeout_s": opts.timeout_s,
+            **opts.to_json(),
             "threads": torch.get_num_threads(),
-            "threads_source": opts.threads_source,
-            "rounds": opts.rounds,
             "suites": {name: cls.declaration() for name, cls in self.suites.items()},
             "suite_locations": {name: list(_location(cls)) for name, cls in self.suites.items()},
             "load_failures": [{"path": f.path, "error": f.error} for f in self.load_failures],
@@ -307,11 +283,11 @@ class RunSession:
     def _make_executor(self):
         from .executors import make_executor
 
-        if self.options.executor == "ray":
+        if self.request.executor == "ray":
             from .ray_executor import RayExecutor
 
-            return RayExecutor(self.suites, self.run_id, self.options.threads, address=self.options.ray_address)
-        return make_executor(self.suites, self.run_id, isolate=self.options.isolate, threads=self.options.threads)
+            return RayExecutor(self.suites, self.run_id, self.request.threads, address=self.request.ray_address)
+        return make_executor(self.suites, self.run_id, isolate=self.request.isolate, threads=self.request.threads)
 
     def run(self) -> ResultSet:
         """Run every case, writing each record as it ends; returns the loaded run."""
@@ -322,15 +298,15 @@ class RunSession:
         """(round, case) in the order they run: every case of round 1, then of round 2...; even
         rounds go through the plan backwards, so drift over a run hits early and late cases alike."""
         work = []
-        for r in range(self.options.rounds):
+        for r in range(self.request.rounds):
             order = self.cases if r % 2 == 0 else list(reversed(self.cases))
             work += [(r, c) for c in order if (c.key, r) not in done]
         return work
 
     def _execute(self, work: list[tuple[int, Case]], load_failures: list) -> ResultSet:
         writer = RecordWriter(self.folder)
-        bar = Progress(len(work), enabled=self.options.progress)
-        several = self.options.rounds > 1
+        bar = Progress(len(work), enabled=self.request.progress)
+        several = self.request.rounds > 1
 
         def keep(record: Record, round_index: int) -> None:
             if several:
@@ -343,7 +319,7 @@ class RunSession:
             executor = self.executor or self._make_executor()
             with _sigterm_as_exception():
                 for failure in load_failures:
-                    record = Record(suite=Path(failure.path).stem, variant="*", params={}, device=self.options.device,
+                    record = Record(suite=Path(failure.path).stem, variant="*", params={}, device=self.request.device,
                                     status="failed", reason=f"suite file failed to load: {failure.error}",
                                     run_id=self.run_id)
                     writer.write(record)
@@ -362,7 +338,7 @@ class RunSession:
                             keep(record, r)
                             bar.finish(by_key.get(record.key, cases[0]), record)
 
-                        executor.run_all(cases, self.options.timeout_s, on_record)
+                        executor.run_all(cases, self.request.timeout_s, on_record)
                 else:
                     for r, case in work:
                         bar.start(case)
@@ -370,7 +346,7 @@ class RunSession:
                                                                 "params": case.params_dict, "round": r,
                                                                 "started_at": _now()})
                         record = _named_call(f"running case {case.label()}", executor.run, case,
-                                             self.options.timeout_s)
+                                             self.request.timeout_s)
                         keep(record, r)
                         (self.folder / RUNNING_FILE).unlink(missing_ok=True)
                         bar.finish(case, record)
@@ -422,28 +398,13 @@ class RunSession:
                 suites[name] = load_suite_class(path, qualname)
             except Exception as exc:
                 raise RegistryError(f"cannot resume: suite {name!r} from {path} does not load: {exc}") from None
-        options = RunOptions(
-            device=meta.get("device") or "cpu", profile=meta.get("profile"), isolate=bool(meta.get("isolate")),
-            timeout_s=meta.get("timeout_s"), threads=meta.get("threads"), progress=progress,
-            pattern=meta.get("pattern"), param_overrides=meta.get("param_overrides") or {},
-            variants=meta.get("variants") or [], argv=meta.get("argv"),
-            executor=meta.get("executor") or "local", ray_address=ray_address or meta.get("ray_address"),
-            shard=meta.get("shard"), rounds=int(meta.get("rounds") or 1),
-            threads_source=meta.get("threads_source") or "given",
-        )
-        cases = plan_cases(list(suites.values()), options.profile or "quick", options.device, options.pattern,
-                           options.param_overrides, options.variants)
-        if options.shard:
-            from ..plan import parse_shard, shard_cases
-
-            cases = shard_cases(cases, *parse_shard(options.shard))
+        request = request_from_json(meta, list(suites.values()), progress=progress, ray_address=ray_address)
+        cases = plan_request(request, list(suites.values()))
         planned = [{"suite": c.suite, "variant": c.variant, "params": c.params_dict} for c in cases]
         if params_text(planned) != params_text(meta.get("cases")):
             raise SessionError(f"cannot resume {folder}: the suites' plan has changed since the run started")
-        session = cls.__new__(cls)
-        session.options, session.cases, session.suites = options, cases, suites
-        session.load_failures, session.executor = [], executor
-        session.run_id, session.folder, session.meta = meta.get("run_id") or folder.name, folder, meta
+        session = cls(folder, cases, suites, request, run_id=meta.get("run_id") or folder.name, executor=executor,
+                      meta=meta)
         _drop_truncated_tail(folder / RECORDS_FILE)
         session.records = read_records(folder / RECORDS_FILE) if (folder / RECORDS_FILE).is_file() else []
         return session
@@ -464,7 +425,7 @@ class RunSession:
                                 device=case.device, status="crashed", run_id=self.run_id, started_at=str(running.get("started_at", "")),
                                 reason="the run's process died while this case was running (killed, or a crash "
                                        "such as a segfault); recorded when the run was resumed")
-                if self.options.rounds > 1:
+                if self.request.rounds > 1:
                     record.info["round"] = round_index
                 print(f"harness: the run stopped while running {case.label()}; recorded as crashed", file=sys.stderr)
                 with RecordWriter(self.folder) as w:
@@ -537,7 +498,6 @@ def run_suites(
     ``params`` replaces a param's values (``{"seq_len": [256, 512]}``), as ``--param`` does;
     ``rounds`` passes over all cases, interleaved, as ``--rounds`` does.
     """
-    from ..measure.environment import resolve_device
     from ..declare.registry import discover
 
     classes: list[type[Suite]] = []
@@ -550,16 +510,16 @@ def run_suites(
             classes.append(s)
         else:
             raise PlanError(f"not a suite: {s!r}")
-    try:
-        device = resolve_device(device)
+    try:  # the Python edge: values are typed already, checked here as argparse checks the command line's
+        rounds = strictly_positive(rounds, "rounds")
+        threads = None if threads is None else strictly_positive(threads, "threads")
+        timeout_s = None if timeout_s is None else positive_seconds(timeout_s, "timeout_s")
     except ValueError as exc:
         raise PlanError(str(exc)) from None
-    overrides = {k: [str(v) for v in vals] for k, vals in (params or {}).items()}
-    cases = plan_cases(classes, profile, device, pattern, overrides, list(variants or []))
-    options = RunOptions(device=device, profile=profile, isolate=isolate, timeout_s=timeout_s, threads=threads,
-                         progress=progress, pattern=pattern, param_overrides=overrides, variants=list(variants or []),
-                         rounds=rounds)
-    session = RunSession(out, cases, {c.suite_name(): c for c in classes}, options)
+    request = build_request(classes, profile=profile, device=device, pattern=pattern, params=params,
+                            variants=list(variants or []), isolate=isolate, timeout_s=timeout_s, threads=threads,
+                            progress=progress, rounds=rounds)
+    session = RunSession(out, plan_request(request, classes), {c.suite_name(): c for c in classes}, request)
     return session.run()
 
 
@@ -586,10 +546,10 @@ def run_cases(
 
     cases = list(cases)
     device = cases[0].device if cases else "cpu"
-    options = RunOptions(device=device, isolate=isolate, timeout_s=timeout_s, threads=threads, progress=progress)
+    request = RunRequest(device=device, isolate=isolate, timeout_s=timeout_s, threads=threads, progress=progress)
     with contextlib.ExitStack() as stack:
         if out_dir is None:
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-run-"))) / "run"
-        session = RunSession(out_dir, cases, suites, options, run_id=run_id or None, executor=executor)
+        session = RunSession(out_dir, cases, suites, request, run_id=run_id or None, executor=executor)
         session.run()
         return session.records
