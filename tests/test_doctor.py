@@ -10,7 +10,7 @@ import pytest
 from cuda_fakes import FakeCudaDevice, FakeGpu, FakeNvml
 from harness import Suite, Workload, variant
 from harness.cli import main
-from harness.measure.doctor import Doctor, DoctorTiming
+from harness.measure.doctor import DOCTOR_TIMING, Doctor
 from harness.measure.device import CpuDevice
 from harness.measure.peaks import load_peaks, peak_for, peaks_path, store_peaks
 from harness.plan import Case
@@ -48,7 +48,7 @@ class MeasuringFakeDevice(FakeCudaDevice):
 def fake_doctor(event_scale=1.0, reasons=(0,)):
     gpu = FakeGpu(host_ms_per_op=0.001)
     dev = MeasuringFakeDevice("cuda:0", gpu=gpu, nv=FakeNvml(gpu, reasons=list(reasons)), event_scale=event_scale)
-    timing = DoctorTiming(warmup_s=0.01, budget_s=0.1, min_runs=5, rel_spread=0.01)
+    timing = DOCTOR_TIMING.replace(warmup_s=0.01, budget_s=0.1, min_runs=5, rel_spread=0.01)
     return Doctor("cuda:0", dev=dev, work=FakeCudaWork(gpu), timing=timing)
 
 

@@ -100,7 +100,8 @@ def test_no_import_cycle_inside_the_engine():
 
 
 def test_the_declaration_layer_and_measurement_import_no_engine_above_them():
-    assert imports_of("harness.declare.suite") == set()
+    # the DSL re-exports the timing settings from where they are read, and imports nothing else
+    assert imports_of("harness.declare.suite") == {"harness.measure.timing"}
     assert imports_of("harness.declare.registry") <= {"harness.declare.suite"}
     for name in module_names():  # measurement stands on its own (paths: where files go)
         if name.startswith("harness.measure"):

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
+from ..measure.timing import Timing  # the timing settings a suite declares; defined where they are read
+
 LOWER = "lower"
 HIGHER = "higher"
 PROFILE_NAMES = ("quick", "default", "nightly")
@@ -179,29 +181,6 @@ def band_violations(bands: list[dict], variant: str, reference: str | None, valu
                 out.append(BandViolation(name, v, ">=" if is_min else "<=", bound, ratio,
                                          ref if ratio is not None else None))
     return out
-
-
-@dataclass(frozen=True)
-class Timing:
-    """How the engine times an operation.
-
-    Repetition stops when the distribution-free 95% confidence interval of the median is
-    narrower than ``rel_spread`` of the median (checked from ``max(min_runs, 10)`` samples on,
-    where the interval really has 95% coverage), when ``budget_s`` of measured time has passed
-    (after ``min_runs``), or at ``max_runs``.
-    """
-
-    warmup_s: float = 0.05
-    min_warmup: int = 1
-    budget_s: float = 1.0
-    min_runs: int = 5
-    max_runs: int = 10_000
-    rel_spread: float = 0.005
-    cold_cache: bool = False
-    cuda_graph: bool = False
-
-    def replace(self, **changes: Any) -> "Timing":
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)

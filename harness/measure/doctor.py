@@ -26,7 +26,7 @@ from typing import Any, Callable, TextIO
 
 from .device import CpuDevice, CudaDevice, device_for
 from .peaks import store_peaks
-from .timing import host_window, measure_time
+from .timing import Timing, host_window, measure_time
 
 SPIN_MS = 2.0
 TIMER_TOLERANCE = 0.005  # the CPU timer must read a known spin within 0.5%
@@ -37,18 +37,8 @@ CPU_DTYPES = ("float32", "bfloat16")
 CUDA_DTYPES = ("float32", "tf32", "float16", "bfloat16")
 
 
-@dataclass(frozen=True)
-class DoctorTiming:
-    """Timing settings of the doctor's measurements (the fields measure_time reads)."""
-
-    warmup_s: float = 0.05
-    min_warmup: int = 2
-    budget_s: float = 0.3
-    min_runs: int = 10
-    max_runs: int = 10_000
-    rel_spread: float = 0.002
-    cold_cache: bool = False
-    cuda_graph: bool = False
+# the doctor's measurements: two warm-up calls, a short budget, a tighter stopping rule
+DOCTOR_TIMING = Timing(min_warmup=2, budget_s=0.3, min_runs=10, rel_spread=0.002)
 
 
 @dataclass
@@ -152,14 +142,14 @@ class CudaWork(CpuWork):
 class Doctor:
     """Runs the checks of one device. ``dev`` and ``work`` are injectable (fakes in tests)."""
 
-    def __init__(self, device: str, dev=None, work=None, timing: DoctorTiming | None = None,
+    def __init__(self, device: str, dev=None, work=None, timing: Timing | None = None,
                  matmul_n: int | None = None, copy_bytes: int | None = None, dtypes: tuple[str, ...] | None = None,
                  store: bool = True):
         self.device = device
         self.dev = dev if dev is not None else device_for(device)
         cuda = self.dev.is_cuda
         self.work = work if work is not None else (CudaWork(self.dev.name) if cuda else CpuWork())
-        self.timing = timing or DoctorTiming()
+        self.timing = timing or DOCTOR_TIMING
         self.matmul_n = matmul_n or (8192 if cuda else 1024)
         self.copy_bytes = copy_bytes or ((1 << 30) if cuda else (64 << 20))
         self.dtypes = dtypes or (CUDA_DTYPES if cuda else CPU_DTYPES)

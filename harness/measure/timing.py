@@ -10,13 +10,14 @@ GPU works. The host-inclusive time per call is a separate number: the wall clock
 back-to-back window of calls, divided by their count.
 
 Clocks, events and the device are injectable so tests can script them; nothing here imports
-the suite DSL (``timing`` is any object with the fields of ``harness.Timing``).
+the suite DSL, which re-exports :class:`Timing` (the settings a suite declares) from here.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -31,6 +32,29 @@ MIN_STABLE_SAMPLES = max(10, MIN_CI_SAMPLES)
 HOST_WINDOW_BATCHES = 3  # back-to-back batches of the host-latency window (their spread is reported)
 
 Hook = Callable[[], Any] | None
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How the engine times an operation.
+
+    Repetition stops when the distribution-free 95% confidence interval of the median is
+    narrower than ``rel_spread`` of the median (checked from ``max(min_runs, 10)`` samples on,
+    where the interval really has 95% coverage), when ``budget_s`` of measured time has passed
+    (after ``min_runs``), or at ``max_runs``.
+    """
+
+    warmup_s: float = 0.05
+    min_warmup: int = 1
+    budget_s: float = 1.0
+    min_runs: int = 5
+    max_runs: int = 10_000
+    rel_spread: float = 0.005
+    cold_cache: bool = False
+    cuda_graph: bool = False
+
+    def replace(self, **changes: Any) -> "Timing":
+        return dataclasses.replace(self, **changes)
 
 
 class CpuTimer:

@@ -1,4 +1,5 @@
-"""Executing Cases: in-process, or in isolated worker processes with a per-case timeout.
+"""Executing Cases: in-process, or in isolated worker processes with a per-case timeout
+(measuring a case's workload is :mod:`harness.measure.workload`'s job).
 
 Every outcome is a Record: an exception is ``failed``, an out-of-memory error ``oom``, a case
 past its time limit ``timeout``, a worker process that died ``crashed``, an unmet requirement
@@ -8,7 +9,6 @@ past its time limit ``timeout``, a worker process that died ``crashed``, an unme
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import multiprocessing as mp
 import os
 import signal
@@ -19,14 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..measure.device import device_for
-from ..measure.flops import count_flops
-from ..measure.peaks import peak_for
-from ..measure.timing import CpuTimer, CudaEventTimer, host_window, measure_time, spread_fields
+from ..measure.workload import measure_workload
 from ..plan import Case
-from ..results.records import Record, metric_value
-from ..declare.suite import HOST_LATENCY, LATENCY, PCT_OF_PEAK, PEAK_MEMORY, TFLOPS, THROUGHPUT, Skip, Suite, Workload
+from ..results.records import Record
+from ..declare.suite import Skip, Suite, Workload
+from .case_metrics import case_metrics
 
-MIB = 1024.0 * 1024.0
 BUILD_LIMIT_S = 3600.0  # an artifact build holds the case limit, up to max(this, 10 x the limit)
 
 # Messages of allocation failures that are out-of-memory errors whatever exception carries them.
@@ -228,142 +226,12 @@ class CaseExecutor:
             workload = getattr(suite, spec.method_name)(state, params)
             if not isinstance(workload, Workload):
                 raise TypeError(f"variant {case.variant!r} returned {type(workload).__name__}, not a Workload")
-            metrics, info = measure_workload(workload, suite, case, state, self.timer_factory, device)
-        return "ok", "", metrics, info
-
-
-def _call(fn: Callable[[], Any], before: Callable[[], Any] | None) -> Callable[[], Any]:
-    """``fn`` preceded by the workload's untimed hook (for the untimed probe calls)."""
-    if before is None:
-        return fn
-
-    def call():
-        before()
-        return fn()
-
-    return call
-
-
-def measure_workload(workload: Workload, suite: Suite, case: Case, state: Any, timer_factory=None,
-                     device=None) -> tuple[dict, dict]:
-    """Time, then one untimed probe call each for peak memory, FLOPs and the output for quality.
-
-    Call inside ``device.scope()``. On CUDA the timed window (batches of device-timed samples,
-    then a back-to-back window for the host-inclusive time and energy) is sampled by NVML for
-    the record's ``valid`` flag.
-    """
-    import torch
-
-    timing = workload.timing or case.timing
-    dev = device if device is not None else device_for(case.device)
-    before = workload.before_sample
-    fn = workload.fn
-    if timing.cuda_graph and dev.is_cuda:
-        fn = dev.graph(workload.fn)
-    timer = timer_factory(case.device, case, timing.cold_cache) if timer_factory else dev.timer(timing.cold_cache)
-    window, no_telemetry = dev.telemetry() if dev.is_cuda else (None, "")
-    on_batch = window.sample if window is not None else None
-    result = measure_time(fn, timing, timer, before=before, on_batch=on_batch)
-    stats = result.stats
-    metrics: dict[str, dict] = {
-        LATENCY.name: metric_value(stats.median, LATENCY.unit, LATENCY.better, LATENCY.kind, **spread_fields(stats),
-                                   samples=result.samples_ms)
-    }
-    info: dict[str, Any] = {
-        "timer": result.timer,
-        "warmup_runs": result.warmup_runs,
-        "stopped_by": result.stopped_by,
-        "rel_ci": stats.rel_ci,
-        "threads": torch.get_num_threads(),
-        "cold_cache": bool(timing.cold_cache and dev.is_cuda),
-        "cuda_graph": bool(timing.cuda_graph and dev.is_cuda),
-    }
-    if result.batch_size > 1:
-        info["batch_size"], info["batches"] = result.batch_size, result.batches
-    if hasattr(timer, "host_window_ms") and stats.n:
-        energy = window.device.energy_mj if window is not None else None
-        host = host_window(fn, timer, stats.median, timing, before, energy=energy, on_batch=on_batch)
-        hs = host.stats
-        metrics[HOST_LATENCY.name] = metric_value(hs.median, HOST_LATENCY.unit, HOST_LATENCY.better,
-                                                  HOST_LATENCY.kind, **spread_fields(hs), samples=host.per_call_ms,
-                                                  calls_per_batch=host.calls)
-        if host.energy_mj is not None:
-            info["energy_mj_per_call"] = host.energy_mj / host.total_calls
-            info["energy_window"] = {"calls": host.total_calls, "seconds": host.seconds, "energy_mj": host.energy_mj}
-    if dev.is_cuda:
-        if window is not None:
-            info["telemetry"] = window.summary()
-            info["valid"], info["valid_reason"] = window.verdict()
-        else:
-            info["valid"], info["valid_reason"] = False, f"unverified: no GPU telemetry ({no_telemetry})"
-    if stats.rel_iqr > 0.1:
-        info["noisy"] = f"IQR is {stats.rel_iqr:.0%} of the median"
-
-    # Memory and FLOPs from separate untimed calls: the FLOP counter keeps tensors alive
-    # (activations that checkpointing would free), which would inflate the peak.
-    peak_bytes, out = dev.peak_memory(_call(workload.fn, before))
-    metrics[PEAK_MEMORY.name] = metric_value(peak_bytes / MIB, PEAK_MEMORY.unit, PEAK_MEMORY.better, PEAK_MEMORY.kind,
-                                            bytes=peak_bytes)
-    if workload.flops is None:
-        flops = count_flops(_call(workload.fn, before))[0]
-        info["flops_method"] = "FlopCounterMode"
-    else:
-        flops = workload.flops
-        info["flops_method"] = "formula"
-    info.update(workload.info)  # a suite may say how it got its FLOPs (e.g. counted once, shared)
-    if flops and flops > 0 and stats.median > 0:
-        info["flops"] = flops
-        achieved = flops / (stats.median * 1e-3) / 1e12
-        metrics[TFLOPS.name] = metric_value(achieved, TFLOPS.unit, TFLOPS.better, TFLOPS.kind, derived_from="latency")
-        dtype = workload.dtype or case.params_dict.get("dtype")
-        peak = _measured_peak(dev, dtype) if dtype else None
-        if peak is not None:
-            metrics[PCT_OF_PEAK.name] = metric_value(100.0 * achieved / peak["tflops"], PCT_OF_PEAK.unit,
-                                                     PCT_OF_PEAK.better, PCT_OF_PEAK.kind, derived_from="latency")
-            info["peak"] = peak
-    else:
-        info.pop("flops_method", None)
-    if workload.items:
-        metrics[THROUGHPUT.name] = metric_value(
-            workload.items / (stats.median * 1e-3), workload.items_unit, THROUGHPUT.better, THROUGHPUT.kind,
-            derived_from="latency",
-        )
-    specs = suite.metric_specs()
-    extra = dict(workload.metrics)
-    if workload.per_item_latency and workload.items:
-        per = workload.items
-        extra[workload.per_item_latency] = {
-            "value": stats.median / per, "median": stats.median / per, "iqr": stats.iqr / per, "n": stats.n,
-            "items": per, "samples": [ms / per for ms in result.samples_ms], "derived_from": "latency",
-        }
-    if suite.wants_output(case.variant):
-        if workload.output is not None:
-            output = workload.output()
-        else:
-            output = out
-        extra.update(suite.evaluate(state, case.params_dict, case.variant, output) or {})
-    del out
-    for name, value in extra.items():
-        if name not in specs:
-            raise KeyError(f"suite {case.suite!r} reported metric {name!r}, which it does not declare")
-        spec = specs[name]
-        if isinstance(value, dict):  # value plus extra fields (e.g. number of samples)
-            metrics[name] = metric_value(value.pop("value"), spec.unit, spec.better, spec.kind, **value)
-        else:
-            metrics[name] = metric_value(float(value) if value is not None else math.nan, spec.unit, spec.better,
-                                         spec.kind)
-    if dev.is_cuda:
-        nvml, why = dev.nvml()
-        info["gpu"] = nvml.state() if nvml is not None else {"nvml": why}
-    return metrics, info
-
-
-def _measured_peak(dev, dtype: str) -> dict | None:
-    """This machine's measured matmul peak for ``dtype`` (from ``harness doctor``), or None."""
-    try:
-        return peak_for(dev.peak_key(), dtype)
-    except Exception:  # no peaks stored, or the device cannot be named: no percentage
-        return None
+            timing = workload.timing or case.timing
+            timer = self.timer_factory(case.device, case, timing.cold_cache) if self.timer_factory else None
+            measured = measure_workload(workload, timing, case.device, device, timer,
+                                        dtype=workload.dtype or params.get("dtype"))
+            metrics = case_metrics(measured, workload, suite, case, state)
+        return "ok", "", metrics, measured.info
 
 
 def _seed(seed: int) -> None:
