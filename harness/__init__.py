@@ -24,7 +24,7 @@ from .declare.suite import (
     variant,
     variant_table,
 )
-from .results.records import MetricValue, Record, ResultSet, load_results
+from .results import MetricValue, Record, ResultSet, load_results
 from .run.request import RunRequest
 from .run.session import RunOptions, RunSession, run_suites
 

@@ -169,7 +169,7 @@ _RUN_RECORDS: dict[str, dict] = {}
 
 def recorded(run_dir: str, case):
     """The record of ``case`` in the run folder ``run_dir`` (rounds aggregated), measuring nothing."""
-    from .results.records import load_results
+    from .results import load_results
 
     if run_dir not in _RUN_RECORDS:
         _RUN_RECORDS[run_dir] = {r.key: r for r in load_results(run_dir).records}
@@ -185,7 +185,7 @@ def record_for(cls, case, cache: dict | None, params: tuple, metric: str):
     With ``$HARNESS_ASV_RECORDS`` naming a run folder, the record is that run's (the nightly job
     records in asv what it has just measured, without measuring again).
     """
-    from .results.records import load_results
+    from .results import load_results
 
     run_dir = os.environ.get(ENV_RECORDS, "").strip()
     if run_dir:
@@ -215,11 +215,11 @@ def _make_setup(cls, metric_name: str):
         if record.status != "ok":
             raise RuntimeError(f"{record.status}: {record.reason}")
         metric = record.metrics.get(metric_name)
-        if metric is None or metric.get("value") is None:
+        if metric is None or metric.value is None:
             raise NotImplementedError(f"{record.variant} does not report {metric_name}")
-        value = asv_value(metric["value"], metric.get("better", "lower"))
+        value = asv_value(metric.value, metric.better)
         if math.isnan(value):
-            raise NotImplementedError(f"{metric_name} = {metric['value']!r} has no asv value")
+            raise NotImplementedError(f"{metric_name} = {metric.value!r} has no asv value")
         _CURRENT[(cls.suite_name(), metric_name, tuple(params))] = value
 
     return setup

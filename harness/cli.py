@@ -15,7 +15,7 @@ from pathlib import Path
 from .present import export as export_mod
 from .plan import PlanError, merge_param_items, parse_param_item
 from .declare.registry import Registry, RegistryError, discover, suggest
-from .results.records import FAILED_STATUSES, ResultsError, load_results
+from .results import FAILED_STATUSES, ResultsError, load_results
 from .run.request import as_shard, positive_seconds, strictly_positive
 from .run.session import RunTerminated
 

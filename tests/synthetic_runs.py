@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.results.records import ENVIRONMENT_FILE, RUN_FILE, Record, RecordWriter, metric_value, write_json
+from harness.results import ENVIRONMENT_FILE, RUN_FILE, Record, RecordWriter, metric_value, write_json
 
 SUITE_META = {
     "toy": {

@@ -19,7 +19,7 @@ import pytest
 
 from asv_helpers import MACHINE, asv_exe, asv_project, run
 from harness import asv_adapter
-from harness.results.records import RecordWriter
+from harness.results import RecordWriter
 from harness.declare.suite import Suite
 
 ATTENTION_METRICS = ("latency", "peak_memory", "tflops", "throughput", "rel_error")
@@ -149,7 +149,7 @@ def test_measured_once_per_sample(tmp_path, monkeypatch):
 
 def test_a_measurement_is_a_complete_run_folder(tmp_path, monkeypatch):
     """asv measures through the run session: each sample is a run folder that export reads."""
-    from harness.results.records import load_results
+    from harness.results import load_results
     from suites.attention import Attention
 
     monkeypatch.setenv(asv_adapter.ENV_PARAM, "variant=linear;causal=false;pass=forward")
@@ -166,7 +166,7 @@ def test_a_measurement_is_a_complete_run_folder(tmp_path, monkeypatch):
 
 
 def _fake_record(case):
-    from harness.results.records import Record
+    from harness.results import Record
 
     return Record(suite=case.suite, variant=case.variant, params=case.params_dict, device="cpu", status="ok",
                   metrics={"latency": {"value": 1.0, "unit": "ms", "better": "lower", "kind": "time"}})
@@ -255,7 +255,7 @@ def test_asv_records_a_run_without_measuring_again(project):
     """As the nightly job does: run the suite once, then ``asv run`` with HARNESS_ASV_RECORDS
     pointing at the run folder (forkserver launch). asv's results equal the run's records (the
     median of its rounds; higher-is-better ones inverted) and nothing is measured again."""
-    from harness.results.records import load_results
+    from harness.results import load_results
 
     root, env = project.root, dict(project.env)
     out = root / "results" / "nightly-run"

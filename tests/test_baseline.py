@@ -7,7 +7,7 @@ import json
 import pytest
 
 from harness.results.baseline import MAX_SAMPLES, thin_samples
-from harness.results.records import BASELINE_SCHEMA_VERSION, load_results
+from harness.results import BASELINE_SCHEMA_VERSION, load_results
 from harness.cli import main
 from synthetic_runs import standard_run
 

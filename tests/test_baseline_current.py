@@ -14,7 +14,7 @@ import pytest
 
 from harness.plan import plan_cases
 from harness.declare.registry import discover
-from harness.results.records import load_results
+from harness.results import load_results
 
 BASELINE = "cpu-quick"
 REGENERATE = ("regenerate it from a clean tree: harness run --profile quick --device cpu --threads 1 --rounds 3 "

@@ -138,6 +138,19 @@ def test_schema2_run_folders_load_with_keys_from_their_suites(schema2):
         assert set(r.key.grid_dict) == grid & set(r.params) and r.key.params == r.params
 
 
+def test_rounds_are_runs_of_a_case_and_the_record_is_derived_once(schema2):
+    from collections.abc import Mapping
+
+    a = load_results(schema2 / "runA")
+    assert len(a.cases) == len(a.records) and all(len(c.runs) == 2 for c in a.cases)
+    case = a.cases[0]
+    assert case.record is a.records[0] and case.record is case.record  # worked out once, kept
+    assert case.record.key == case.key and [r.info["round"] for r in case.runs] == [0, 1]
+    lat = case.record.metrics["latency"]
+    assert lat.extra["rounds"] == [r.metrics["latency"].value for r in case.runs]
+    assert not isinstance(lat, Mapping) and lat.to_dict()["unit"] == "ms"
+
+
 def _verdicts(doc: dict) -> list[tuple]:
     return sorted((r["suite"], r["variant"], params_text(r["params"]), r["metric"], r["verdict"]) for r in doc["rows"])
 

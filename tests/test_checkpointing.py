@@ -144,8 +144,8 @@ def test_suite_cases_run_with_every_metric():
         record = executor.run(case)
         assert record.status == "ok", record.reason
         m = record.metrics
-        assert m["grad_error"]["value"] < 1e-6
-        assert m["activation_memory"]["value"] > 0 and m["total_memory"]["value"] > m["activation_memory"]["value"]
+        assert m["grad_error"].value < 1e-6
+        assert m["activation_memory"].value > 0 and m["total_memory"].value > m["activation_memory"].value
         assert "max_batch" not in m  # mem_cap_mib=0 turns the search off
         if case.variant == "full":
-            assert m["recompute_flops"]["value"] > 1.1
+            assert m["recompute_flops"].value > 1.1

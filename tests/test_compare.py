@@ -12,7 +12,7 @@ import pytest
 from harness.cli import main
 from harness.judge.compare import CompareOptions, Evidence, compare, judge
 from harness.present.compare_render import render
-from harness.results.records import load_results
+from harness.results import load_results
 from harness.declare.suite import Band
 from synthetic_runs import ok_record, standard_run, status_record, timing_samples, write_run
 

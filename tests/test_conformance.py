@@ -11,7 +11,7 @@ import pytest
 from harness.present.export import build_tables, render
 from harness.plan import plan_suite
 from harness.declare.registry import discover
-from harness.results.records import read_records
+from harness.results import read_records
 from harness.run.session import run_cases
 
 REGISTRY = discover()
@@ -39,11 +39,11 @@ def test_quick_profile_runs_on_cpu(name, tmp_path):
         if rec.status == "skipped":
             assert rec.reason, f"{case.label()} skipped without a reason"
             continue
-        assert "latency" in rec.metrics and rec.metrics["latency"]["samples"]
+        assert "latency" in rec.metrics and rec.metrics["latency"].samples
         for metric, value in rec.metrics.items():
             assert metric in specs, f"{metric} is not declared by {name}"
-            assert value["unit"] == specs[metric].unit or metric == "throughput"
-            assert value["better"] == specs[metric].better
+            assert value.unit == specs[metric].unit or metric == "throughput"
+            assert value.better == specs[metric].better
     ok = [r for r in records if r.status == "ok"]
     assert ok, "no case of the quick profile ran on the CPU"
     meta = {name: {"reference": cls.reference,

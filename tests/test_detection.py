@@ -292,9 +292,9 @@ def test_suite_runs_every_variant_end_to_end(tmp_path, monkeypatch):
         assert r.status == "ok", (r.variant, r.reason, r.info.get("traceback"))
         for name in (*STAT_NAMES, "latency", "peak_memory", "train_time"):
             assert name in r.metrics, (r.variant, name)
-        ap = r.metrics["AP"]["value"]
+        ap = r.metrics["AP"].value
         assert np.isnan(ap) or 0.0 <= ap <= 1.0
-        assert r.metrics["AP"]["n_images"] == 2
+        assert r.metrics["AP"].extra["n_images"] == 2
     # the pyramid variants reuse the single-level and FPN models trained once
     assert records[1].info["weights"] == records[0].info["weights"]
     assert records[3].info["weights"] == records[2].info["weights"]

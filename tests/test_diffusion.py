@@ -144,12 +144,12 @@ def test_every_sampler_variant_runs_on_every_spacing():
     assert not bad
     for r in records:
         steps = r.params.get("steps", 1000)
-        assert r.metrics["nfe"]["value"] == steps
-        assert r.metrics["fd_data_true"]["n_samples"] == 24
-        assert r.metrics["fd_data_sample"]["n_reference"] == 24
+        assert r.metrics["nfe"].value == steps
+        assert r.metrics["fd_data_true"].extra["n_samples"] == 24
+        assert r.metrics["fd_data_sample"].extra["n_reference"] == 24
         per_image = r.metrics["latency_per_image"]
-        assert per_image["items"] == 16 and per_image["value"] == r.metrics["latency"]["value"] / 16
-        assert math.isfinite(r.metrics["fd_data_true"]["value"])
+        assert per_image.extra["items"] == 16 and per_image.value == r.metrics["latency"].value / 16
+        assert math.isfinite(r.metrics["fd_data_true"].value)
         assert "fid" not in r.metrics and "not applicable" in r.info["fid"]
 
 
@@ -200,9 +200,9 @@ def test_digits_source_end_to_end_reports_substitute_and_unavailable_fid(monkeyp
     cases = [c for c in plan_suite(Diffusion, "quick", "cpu", overrides=overrides) if c.variant == "ddim"]
     (record,) = run_cases(cases, {"diffusion": Diffusion}, progress=False)
     assert record.status == "ok", record.reason
-    assert record.metrics["fd_classifier"]["n_samples"] == 12
-    assert record.metrics["fd_classifier"]["n_reference"] == 1797
-    assert math.isfinite(record.metrics["fd_classifier"]["value"])
+    assert record.metrics["fd_classifier"].extra["n_samples"] == 12
+    assert record.metrics["fd_classifier"].extra["n_reference"] == 1797
+    assert math.isfinite(record.metrics["fd_classifier"].value)
     fid = record.metrics["fid"]
     assert fid["value"] is None or math.isnan(fid["value"])
     assert fid["status"] == "unavailable" and "missing.pth" in fid["reason"]
@@ -249,9 +249,9 @@ def test_pretrained_source_runs_and_skips_without_a_model(tmp_path, monkeypatch)
     monkeypatch.setenv(diffusion.PRETRAINED_ENV, str(tmp_path / "model"))
     (record,) = run_cases(cases, {"diffusion": Diffusion}, progress=False)
     assert record.status == "ok", record.reason
-    assert record.metrics["nfe"]["value"] == 2
-    assert record.metrics["fid"]["status"] == "unavailable"
-    assert diffusion.FID_REFERENCE_ENV in record.metrics["fid"]["reason"]
+    assert record.metrics["nfe"].value == 2
+    assert record.metrics["fid"].extra["status"] == "unavailable"
+    assert diffusion.FID_REFERENCE_ENV in record.metrics["fid"].extra["reason"]
 
 
 # --------------------------------------------------------------------------- flow matching
@@ -321,11 +321,11 @@ def test_flow_variants_run_in_the_suite_and_report_fd_inf():
     for r in records:
         if r.variant != "flow_euler":
             continue
-        assert r.metrics["nfe"]["value"] == 4 and r.info["scheduler"] == "FlowMatchEulerDiscreteScheduler"
+        assert r.metrics["nfe"].value == 4 and r.info["scheduler"] == "FlowMatchEulerDiscreteScheduler"
         fd_inf = r.metrics["fd_inf"]
-        assert fd_inf["of"] == "fd_data_true" and fd_inf["sizes"][-1] == 300 and fd_inf["sizes"][0] == 32
-        assert math.isfinite(fd_inf["value"]) and fd_inf["residual_rms"] >= 0
-        assert fd_inf["distances"][-1] == pytest.approx(r.metrics["fd_data_true"]["value"])
+        assert fd_inf.extra["of"] == "fd_data_true" and fd_inf.extra["sizes"][-1] == 300 and fd_inf.extra["sizes"][0] == 32
+        assert math.isfinite(fd_inf.value) and fd_inf.extra["residual_rms"] >= 0
+        assert fd_inf.extra["distances"][-1] == pytest.approx(r.metrics["fd_data_true"].value)
     # side by side at equal steps: the exporter pivots the variant param steps into the rows
     meta = {"diffusion": Diffusion.declaration()}
     (table,) = build_tables(records, meta, metric="fd_data_true", pivot=["steps"])
@@ -360,8 +360,8 @@ def test_digits_flow_model_is_trained_cached_and_sampled(monkeypatch, tmp_path):
     (record,) = run_cases(cases, {"diffusion": Diffusion}, out_dir=None, progress=False)
     assert record.status == "ok", record.reason
     assert record.info["flow_unet"]["objective"] == "flow"
-    assert math.isfinite(record.metrics["fd_classifier"]["value"]) and record.metrics["nfe"]["value"] == 3
-    assert "too few" in record.metrics["fd_inf"]["reason"]  # 12 samples of 8-dim features
+    assert math.isfinite(record.metrics["fd_classifier"].value) and record.metrics["nfe"].value == 3
+    assert "too few" in record.metrics["fd_inf"].extra["reason"]  # 12 samples of 8-dim features
 
 
 def test_pretrained_source_skips_flow_with_the_reason(tmp_path, monkeypatch):

@@ -130,9 +130,9 @@ def test_records_show_the_percentage_of_the_measured_peak():
     record = executor.run(case)
     executor.close()
     assert record.status == "ok", record.reason
-    tflops = record.metrics["tflops"]["value"]
-    assert record.metrics["pct_of_peak"]["value"] == pytest.approx(100.0 * tflops / 0.5)
-    assert record.metrics["pct_of_peak"]["unit"] == "%"
+    tflops = record.metrics["tflops"].value
+    assert record.metrics["pct_of_peak"].value == pytest.approx(100.0 * tflops / 0.5)
+    assert record.metrics["pct_of_peak"].unit == "%"
     assert record.info["peak"]["dtype"] == "float32" and record.info["peak"]["tflops"] == 0.5
     bf16 = Case("matmul_peak", "mm", (("dtype", "bfloat16"),), "cpu", ("dtype",), case.timing)
     executor = CaseExecutor({"matmul_peak": Matmul})

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from harness.present.export import build_tables, latex_escape, render
-from harness.results.records import Record, metric_value, read_records
+from harness.results import Record, metric_value, read_records
 
 META = {"s": {"reference": "base", "metrics": {"latency": {"unit": "ms", "better": "lower", "ratio": True},
                                                 "err": {"unit": "", "better": "lower", "ratio": False}}}}
@@ -261,7 +261,7 @@ def test_pytest_benchmark_export_round_trips_through_compare(tmp_path, capsys):
                                                                        "kind": "memory"}
     assert peak["rounds"] == [16.0, 16.0, 16.0]  # the run made 3 rounds
     assert bench["extra_info"]["accuracy"]["value"] == 0.9 and "samples" not in bench["extra_info"]["harness_latency"]
-    from harness.results.records import load_results
+    from harness.results import load_results
 
     samples_ms = next(r for r in load_results(second).records if r.variant == "base" and r.params == {"n": 256}
                       ).metrics["latency"].samples  # every round's samples, pooled
@@ -321,7 +321,7 @@ def test_export_layout_option(tmp_path, capsys):
 def test_wide_spread_and_quality_band_marks(tmp_path):
     """A latency of 3 samples and one with a wide CI carry '~'; a variant outside its quality
     band carries '§' on that metric; each mark's footnote says why."""
-    from harness.results.records import ResultSet
+    from harness.results import ResultSet
 
     def r(variant, n_samples, ci, err):
         m = {"latency": metric_value(1.0, "ms", "lower", "time", median=1.0, iqr=0.01, n=n_samples,

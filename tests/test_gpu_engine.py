@@ -153,9 +153,9 @@ def test_gpu_record_has_device_latency_host_latency_validity_and_energy(monkeypa
     fake = FakeCudaDevice("cuda:0", gpu=gpu, nv=FakeNvml(gpu))
     record = run_probe(fake, "cuda:0")
     assert record.status == "ok", record.reason
-    assert record.metrics["latency"]["value"] == pytest.approx(2.0)
-    assert record.metrics["host_latency"]["value"] == pytest.approx(2.0, rel=1e-3)
-    assert record.metrics["host_latency"]["unit"] == "ms" and record.metrics["host_latency"]["n"] == 3
+    assert record.metrics["latency"].value == pytest.approx(2.0)
+    assert record.metrics["host_latency"].value == pytest.approx(2.0, rel=1e-3)
+    assert record.metrics["host_latency"].unit == "ms" and record.metrics["host_latency"].n == 3
     assert record.info["valid"] is True
     assert record.info["telemetry"]["nvml_index"] == 2  # CUDA 0 under CUDA_VISIBLE_DEVICES=2,0
     assert record.info["gpu"]["nvml_index"] == 2

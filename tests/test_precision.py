@@ -75,12 +75,12 @@ def test_variants_a_cpu_cannot_run_are_skipped_with_their_reason():
         record = records[name]
         assert record.status == "ok", record.reason
         m = record.metrics
-        assert m["throughput"]["unit"] == "samples/s" and m["tflops"]["value"] > 0
-        assert m["total_memory"]["value"] > m["peak_memory"]["value"] > 0
-        assert len(m["loss_after_k"]["curve"]) == 2
+        assert m["throughput"].unit == "samples/s" and m["tflops"].value > 0
+        assert m["total_memory"].value > m["peak_memory"].value > 0
+        assert len(m["loss_after_k"].extra["curve"]) == 2
         assert "scaler_skipped_steps" not in m  # only scaler variants report it
-    assert records["fp32"].metrics["loss_deviation"]["value"] == 0.0
-    assert records["fp32"].metrics["fwd_rel_error"]["value"] < 1e-5
+    assert records["fp32"].metrics["loss_deviation"].value == 0.0
+    assert records["fp32"].metrics["fwd_rel_error"].value < 1e-5
 
 
 def test_models_are_seeded_and_presets_build_without_downloads():

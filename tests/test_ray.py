@@ -24,7 +24,7 @@ from harness import run_suites  # noqa: E402
 from harness.run.ray_executor import RayExecutor  # noqa: E402
 from harness.plan import plan_cases  # noqa: E402
 from harness.declare.registry import discover  # noqa: E402
-from harness.results.records import load_results  # noqa: E402
+from harness.results import load_results  # noqa: E402
 from harness.run.session import RunOptions, RunSession  # noqa: E402
 
 SPREAD_SUITE = '''

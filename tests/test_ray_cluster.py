@@ -15,7 +15,7 @@ pytest.importorskip("ray", reason="Ray is not installed (pip install 'dl-harness
 pytestmark = pytest.mark.netns
 
 from harness.cli import main  # noqa: E402
-from harness.results.records import load_results  # noqa: E402
+from harness.results import load_results  # noqa: E402
 
 from test_ray import SPREAD_SUITE  # noqa: E402
 

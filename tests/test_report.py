@@ -62,7 +62,7 @@ def test_summary_lists_failures_band_violations_and_regressions_worst_first(tmp_
     30% slower with the ratio's interval; the variant's and the swept params are shown."""
     from harness.judge.compare import compare
     from harness.present.report import summary_cases
-    from harness.results.records import load_results
+    from harness.results import load_results
 
     a = load_results(troubled_run(tmp_path / "a", seed=0, troubled=False))
     b = load_results(troubled_run(tmp_path / "b", seed=1))

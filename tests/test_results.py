@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from harness.results.records import (
+from harness.results import (
     SCHEMA_VERSION,
     Record,
     RecordWriter,
@@ -39,7 +39,7 @@ def test_record_round_trip(tmp_path):
             w.write(r)
     back = read_records(tmp_path)
     assert back == records
-    assert back[0].metrics["latency"]["samples"] == [1.4, 1.5, 1.6]
+    assert back[0].metrics["latency"].samples == [1.4, 1.5, 1.6]
 
 
 def test_each_record_is_on_disk_as_soon_as_it_is_written(tmp_path):
@@ -126,7 +126,7 @@ def test_records_frame_is_long_with_one_row_per_metric(tmp_path):
 
 
 def test_spread_warning_marks_numbers_too_uncertain_to_read():
-    from harness.results.records import metric_value, spread_warning
+    from harness.results import metric_value, spread_warning
 
     def lat(**kw):
         return metric_value(1.0, "ms", "lower", "time", **kw)

@@ -6,7 +6,7 @@ import pytest
 
 from harness.plan import plan_suite
 from harness.declare.registry import discover
-from harness.results.records import read_records
+from harness.results import read_records
 from harness.run.session import run_cases
 
 
@@ -31,10 +31,10 @@ def test_in_process_statuses(toy_suite_file, tmp_path):
     records = run_cases(cases, {"toy": cls}, tmp_path / "run", run_id="t", timeout_s=2.0, progress=False)
     rec = by_variant(records)
     assert rec["ok"].status == "ok"
-    assert rec["ok"].metrics["score"] == {"value": 8.0 * 8 * 8, "unit": "points", "better": "higher",
+    assert rec["ok"].metrics["score"].to_dict() == {"value": 8.0 * 8 * 8, "unit": "points", "better": "higher",
                                              "kind": "quality"}
-    assert rec["ok"].metrics["latency"]["unit"] == "ms" and rec["ok"].metrics["latency"]["n"] >= 3
-    assert rec["ok"].metrics["tflops"]["value"] > 0
+    assert rec["ok"].metrics["latency"].unit == "ms" and rec["ok"].metrics["latency"].n >= 3
+    assert rec["ok"].metrics["tflops"].value > 0
     assert rec["raises"].status == "failed"
     assert rec["raises"].reason == "ValueError: bad value in the operation"
     assert "Traceback" in rec["raises"].info["traceback"]
@@ -128,5 +128,5 @@ def test_per_item_latency_is_the_measured_latency_divided_by_items(write_suite):
     cls = discover(extra=[path], builtin=False).get("peritem")
     (record,) = run_cases(plan_suite(cls, "default", "cpu"), {"peritem": cls}, None, progress=False)
     lat, per = record.metrics["latency"], record.metrics["latency_per_image"]
-    assert per["value"] == lat["median"] / 8 and per["iqr"] == lat["iqr"] / 8 and per["n"] == lat["n"]
-    assert per["samples"] == [s / 8 for s in lat["samples"]] and per["unit"] == "ms"
+    assert per.value == lat.median / 8 and per.iqr == lat.iqr / 8 and per.n == lat.n
+    assert per.samples == [s / 8 for s in lat.samples] and per.unit == "ms"

@@ -11,7 +11,7 @@ from harness.results.baseline import save_baseline
 from harness.cli import main
 from harness.plan import PlanError, plan_suite
 from harness.declare.registry import discover
-from harness.results.records import ResultsError
+from harness.results import ResultsError
 from harness.run.session import RunOptions, RunSession, SessionError, new_run_folder
 
 

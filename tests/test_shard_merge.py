@@ -12,7 +12,7 @@ from harness.judge.compare import check_devices
 from harness.measure.environment import merge_node
 from harness.plan import PlanError, parse_shard, plan_cases, shard_cases
 from harness.declare.registry import discover
-from harness.results.records import ResultSet, load_results
+from harness.results import ResultSet, load_results
 
 SWEEP = ["--param", "n=8,16,24,32,40", "--variant", "ok,skips", "--quiet", "--no-progress"]
 

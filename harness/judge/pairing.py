@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 from ..declare.suite import violations_text
-from ..results.records import FAILED_STATUSES, ResultSet, ResultsError
+from ..results import FAILED_STATUSES, ResultSet, ResultsError
 from .stats import CompareOptions, Evidence, judge, ratio_interval
 from .verdicts import VERDICT_ORDER, Comparison, Row
 

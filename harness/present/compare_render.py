@@ -11,7 +11,7 @@ from typing import Any
 
 from ..judge.verdicts import Comparison, Row
 from ..key import params_text
-from ..results.records import json_safe
+from ..results import json_safe
 from .numbers import fmt_number, ratio_text
 
 FORMATS = ("markdown", "json", "csv")

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 from ..declare.suite import violations_text
 from ..key import case_label, params_text
-from ..results.records import Record, ResultSet, json_safe, split_keys, spread_warning
+from ..results import Record, ResultSet, json_safe, split_keys, spread_warning
 from .numbers import fmt_number
 
 FORMATS = ("markdown", "csv", "latex", "html", "json")

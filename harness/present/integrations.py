@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..key import case_label, kv_text
-from ..results.records import MetricValue, Record, ResultSet, json_safe
+from ..results import MetricValue, Record, ResultSet, json_safe
 
 TIME_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0}
 INTEGRATION_FORMATS = ("pytest-benchmark", "github-action-benchmark")

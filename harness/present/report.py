@@ -28,7 +28,7 @@ from ..judge.pairing import spread_notes
 from ..key import CaseKey, case_label, kv_text as _kv, params_text
 from .export import HTML_STYLE, build_tables, tables_html
 from .numbers import fmt_number, ratio_text
-from ..results.records import FAILED_STATUSES, Record, ResultSet
+from ..results import FAILED_STATUSES, Record, ResultSet
 
 MAX_FACETS = 6
 # Order of the summary: a failed case first, then a broken band, then a slower or worse one.

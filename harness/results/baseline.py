@@ -15,15 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..paths import baselines_dir
-from .records import (
-    BASELINE_SCHEMA,
-    BASELINE_SCHEMA_VERSION,
-    MetricValue,
-    ResultSet,
-    ResultsError,
-    load_results,
-    write_json,
-)
+from .loader import BASELINE_SCHEMA, BASELINE_SCHEMA_VERSION, ResultSet, load_results
+from .schema import MetricValue, ResultsError
+from .store import write_json
 
 MAX_SAMPLES = 101  # odd: the middle order statistic is the median
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -15,7 +15,7 @@ from ..declare.suite import HOST_LATENCY, LATENCY, PCT_OF_PEAK, PEAK_MEMORY, TFL
 from ..measure.timing import spread_fields
 from ..measure.workload import WorkloadMeasurement
 from ..plan import Case
-from ..results.records import MetricValue, metric_value
+from ..results import MetricValue, metric_value
 
 MIB = 1024.0 * 1024.0
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..measure.device import device_for
 from ..measure.workload import measure_workload
 from ..plan import Case
-from ..results.records import Record
+from ..results import Record
 from ..declare.suite import Skip, Suite, Workload
 from .case_metrics import case_metrics
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..key import case_ident, kv_text
 from ..measure.environment import merge_node
-from ..results.records import (
+from ..results import (
     ENVIRONMENT_FILE,
     RUN_FILE,
     Record,

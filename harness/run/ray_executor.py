@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..plan import Case
-from ..results.records import Record
+from ..results import Record
 from ..declare.suite import Suite
 
 RAY_EXTRA = "dl-harness[ray]"

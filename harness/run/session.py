@@ -31,17 +31,17 @@ from typing import Any, Iterable, Sequence
 
 from ..key import case_ident, params_text
 from ..plan import Case, PlanError
-from ..results.records import (
+from ..results import (
     ENVIRONMENT_FILE,
     RUN_FILE,
     Record,
     RecordWriter,
     ResultSet,
-    _pid_alive,
     ResultsError,
     read_json,
     write_json,
 )
+from ..results.loader import _pid_alive
 from ..declare.suite import Suite
 from .request import RunRequest, build_request, plan_request, request_from_json, strictly_positive, positive_seconds
 
@@ -382,7 +382,7 @@ class RunSession:
         becomes ``crashed``; call :meth:`run_remaining` to run the rest.
         """
         from ..declare.registry import RegistryError, load_suite_class
-        from ..results.records import RECORDS_FILE, read_records
+        from ..results import RECORDS_FILE, read_records
 
         folder = Path(folder)
         meta = read_json(folder / RUN_FILE)
