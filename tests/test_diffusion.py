@@ -204,8 +204,8 @@ def test_digits_source_end_to_end_reports_substitute_and_unavailable_fid(monkeyp
     assert record.metrics["fd_classifier"].extra["n_reference"] == 1797
     assert math.isfinite(record.metrics["fd_classifier"].value)
     fid = record.metrics["fid"]
-    assert fid["value"] is None or math.isnan(fid["value"])
-    assert fid["status"] == "unavailable" and "missing.pth" in fid["reason"]
+    assert fid.value is None or math.isnan(fid.value)
+    assert fid.extra["status"] == "unavailable" and "missing.pth" in fid.extra["reason"]
 
 
 # --------------------------------------------------------------------------- pretrained folders
