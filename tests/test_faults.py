@@ -134,14 +134,17 @@ class Faults(Suite):
 '''
 
 
+FAULT_RUN_THREADS = 2  # not 1: the ``leaks`` variant sets 1, which the next case must not see
+
+
 @pytest.fixture
 def tag(monkeypatch):
     """A marker in the environment of every process of this test's runs."""
     value = uuid.uuid4().hex
     monkeypatch.setenv("HARNESS_FAULT_TAG", value)
-    import torch
-
-    monkeypatch.setenv("FAULTS_THREADS", str(torch.get_num_threads()))
+    # the runs below ask for FAULT_RUN_THREADS torch threads; a variant that changes the count
+    # must not leak it into the next case
+    monkeypatch.setenv("FAULTS_THREADS", str(FAULT_RUN_THREADS))
     yield value
     deadline = time.monotonic() + 10
     while True:
@@ -203,7 +206,8 @@ def _check(records, expected):
 
 def test_in_process(faults, tag, tmp_path):
     _, cls = faults
-    records = run_cases(cases(cls, *IN_PROCESS), {"faults": cls}, tmp_path / "run", timeout_s=3.0)
+    records = run_cases(cases(cls, *IN_PROCESS), {"faults": cls}, tmp_path / "run", timeout_s=3.0,
+                        threads=FAULT_RUN_THREADS)
     _check(records, IN_PROCESS)
     stored = load_results(tmp_path / "run")
     assert math.isnan(next(r for r in stored.records if r.variant == "nan_quality").metrics["quality"].value)
@@ -213,7 +217,8 @@ def test_isolated(faults, tag, tmp_path):
     _, cls = faults
     order = ["ok", "segfault", "raises", "hang_c", "oom_torch", "exits", "oom_cuda_message", "child_hangs",
              "oom_cpu_allocator", "hang_python", "nan_quality", "inf_quality", "leaks", "checks_state", "ok_after"]
-    records = run_cases(cases(cls, *order), {"faults": cls}, tmp_path / "run", timeout_s=5.0, isolate=True)
+    records = run_cases(cases(cls, *order), {"faults": cls}, tmp_path / "run", timeout_s=5.0, isolate=True,
+                        threads=FAULT_RUN_THREADS)
     _check(records, ISOLATED)
     by = {r.variant: r for r in records}
     assert "SIGSEGV" in by["segfault"].reason and "code 3" in by["exits"].reason
