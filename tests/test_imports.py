@@ -108,6 +108,42 @@ def test_the_declaration_layer_and_measurement_import_no_engine_above_them():
             assert not {m for m in imports_of(name) if not m.startswith("harness.measure")} - {"harness.paths"}, name
 
 
+# The floors of the engine, bottom up: a module imports only modules on lower floors (or its own
+# folder). The README's developer map describes the same order.
+FLOORS = (
+    ("harness.paths",),
+    ("harness.measure", "harness.metrics", "harness.artifacts"),
+    ("harness.declare",),
+    ("harness.key",),
+    ("harness.plan", "harness.results"),
+    ("harness.run", "harness.judge"),
+    ("harness.present",),
+    ("harness.cli", "harness.asv_adapter", "harness.export", "harness.asv_html", "harness"),
+    ("harness.__main__",),
+)
+
+
+def floor_of(name: str) -> tuple[int, str]:
+    best = (-1, "")
+    for i, parts in enumerate(FLOORS):
+        for part in parts:
+            if (name == part or name.startswith(part + ".")) and len(part) > len(best[1]):
+                best = (i, part)
+    assert best[0] >= 0, f"{name} is on no floor: add it to FLOORS and to the README's map"
+    return best
+
+
+def test_every_import_goes_down_the_floors():
+    upward = []
+    for name in module_names():
+        level, part = floor_of(name)
+        for dep in imports_of(name):
+            dep_level, dep_part = floor_of(dep)
+            if dep_part != part and dep_level >= level and not dep.startswith(name + "."):
+                upward.append(f"{name} -> {dep}")
+    assert not upward, upward
+
+
 @pytest.mark.parametrize("name", [n for n in module_names() if n != "harness.__main__"])  # that one runs
 def test_every_module_imports_alone(name):
     out = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=300,
