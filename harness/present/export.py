@@ -248,13 +248,16 @@ def cell_text(cell: Cell, with_ratio: bool = True) -> str:
     """Plain-text cell: ``median ±IQR/median% (ratio x) marks``; ``value (n=1)`` for one sample."""
     if cell.status != "ok":
         return cell.status
+    return _cell_number(cell, with_ratio, "±{}%", "({:.2f}x)") + "".join(f" {m.symbol}" for m in cell.marks)
+
+
+def _cell_number(cell: Cell, with_ratio: bool, spread_fmt: str, ratio_fmt: str) -> str:
+    """An ok cell's value, spread (or ``(n=1)``) and ratio, with the format's own symbols."""
     text = fmt_number(cell.value)
     spread, single = _spread_parts(cell)
-    text += f" ±{spread}%" if spread else (" (n=1)" if single else "")
+    text += " " + spread_fmt.format(spread) if spread else (" (n=1)" if single else "")
     if with_ratio and cell.ratio is not None:
-        text += f" ({cell.ratio:.2f}x)"
-    for mark in cell.marks:
-        text += f" {mark.symbol}"
+        text += " " + ratio_fmt.format(cell.ratio)
     return text
 
 
@@ -276,14 +279,8 @@ def _latex_text(text: str) -> str:
 def _cell_latex(cell: Cell, with_ratio: bool) -> str:
     if cell.status != "ok":
         return r"\textit{" + latex_escape(cell.status) + "}"
-    text = fmt_number(cell.value)
-    spread, single = _spread_parts(cell)
-    text += f" $\\pm${spread}\\%" if spread else (" (n=1)" if single else "")
-    if with_ratio and cell.ratio is not None:
-        text += f" ({cell.ratio:.2f}$\\times$)"
-    for mark in cell.marks:
-        text += mark.latex or latex_escape(mark.symbol)
-    return text
+    text = _cell_number(cell, with_ratio, r"$\pm${}\%", r"({:.2f}$\times$)")
+    return text + "".join(mark.latex or latex_escape(mark.symbol) for mark in cell.marks)
 
 
 def _cell_html(cell: Cell, with_ratio: bool) -> str:

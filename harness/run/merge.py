@@ -16,16 +16,7 @@ from typing import Any
 
 from ..key import case_ident, kv_text
 from ..measure.environment import merge_node
-from ..results import (
-    ENVIRONMENT_FILE,
-    RUN_FILE,
-    Record,
-    RecordWriter,
-    ResultSet,
-    ResultsError,
-    load_results,
-    write_json,
-)
+from ..results import ENVIRONMENT_FILE, RUN_FILE, Record, RecordWriter, ResultSet, ResultsError, load_results, write_json
 
 # what must be equal for runs to be parts of one sweep
 REQUEST_FIELDS = ("profile", "device", "pattern", "param_overrides", "variants")
