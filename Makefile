@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 # wheel, build, asv_runner, pympler and setuptools); the test of `asv continuous` uses it.
 WHEELHOUSE := .cache/wheelhouse
 
-.PHONY: setup quick test
+.PHONY: setup quick test test-fast
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ quick: setup
 test: setup
 	bash scripts/install-browser.sh
 	$(BIN)/python -m pytest
+
+# The unit tests only, in a few minutes: leaves out the tests marked slow (real asv, the
+# browser, whole-suite runs, model training, the command-line runs of whole suites) and netns
+# (they start Ray). `make test` runs them all, as CI does.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not netns"
 
 # The nightly job on this machine, as the GitHub workflow runs it (scripts/nightly.sh): run the
 # profile, compare with the stored baseline, write the report, record the commit in asv and

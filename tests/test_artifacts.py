@@ -386,7 +386,10 @@ def test_processes_that_all_find_it_missing_build_it_once(tmp_path):
 
 
 TRAINING_SUITE = '''
+import os
+import signal
 import time
+from pathlib import Path
 
 import torch
 
@@ -394,8 +397,21 @@ from harness import Profile, Suite, Timing, Workload, variant
 from harness.artifacts import cached_artifact
 
 
+def limit_runs_out():
+    """The case time limit runs out while the model trains (the test says how)."""
+    if os.environ.get("TRAINS_CLOCK_DIR"):  # in a worker: the parent's test clock passes the limit
+        marks = Path(os.environ["TRAINS_CLOCK_DIR"])
+        (marks / "build-started").touch()
+        give_up = time.monotonic() + 300  # only if the parent never reads its clock
+        while not (marks / "limit-passed").exists() and time.monotonic() < give_up:
+            time.sleep(0.01)
+    else:  # in process: the engine's case alarm goes off now, in mid-training
+        signal.raise_signal(signal.SIGALRM)
+        assert signal.SIGALRM in signal.sigpending(), "the case alarm was not held back during the build"
+
+
 class Trains(Suite):
-    """Trains its model in prepare, longer than the case time limit."""
+    """Trains its model in prepare, and the case time limit runs out during the training."""
 
     name = "trains"
     grid = {"n": [4]}
@@ -404,8 +420,10 @@ class Trains(Suite):
 
     def prepare(self, params, device):
         def build(folder):
-            time.sleep(1.0)  # twice the case time limit
+            limit_runs_out()
             torch.save(torch.ones(params["n"]), folder / "weights.pt")
+            if os.environ.get("TRAINS_CLOCK_DIR"):
+                (Path(os.environ["TRAINS_CLOCK_DIR"]) / "build-ended").touch()
 
         return cached_artifact("trains", params, build, lambda f: torch.load(f / "weights.pt"))
 
@@ -418,33 +436,62 @@ class Trains(Suite):
 
 def test_in_process_case_limit_lets_the_build_finish_into_the_cache(write_suite, tmp_path, monkeypatch):
     """The engine's own case alarm: the case that trains times out, but only once the model is
-    cached, so the next run loads it (before, every run was cut off in mid-training)."""
+    cached, so the next run loads it (before, every run was cut off in mid-training). The alarm
+    goes off in mid-training (the build raises SIGALRM, as the engine's timer would), so no
+    margin of wall-clock time decides the outcome."""
     from harness.plan import plan_suite
     from harness.declare.registry import discover
     from harness.run.session import run_cases
 
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TRAINS_CLOCK_DIR", raising=False)
     cls = discover(extra=[write_suite("trains_suite", TRAINING_SUITE)], builtin=False).get("trains")
     cases = plan_suite(cls, "quick", "cpu")
-    (first,) = run_cases(cases, {"trains": cls}, tmp_path / "r1", run_id="r1", timeout_s=0.5, progress=False)
-    assert first.status == "timeout"
+    # the limit is armed (its own timer never fires here); the build sets the alarm off
+    (first,) = run_cases(cases, {"trains": cls}, tmp_path / "r1", run_id="r1", timeout_s=600, progress=False)
+    assert first.status == "timeout", first.reason
     folder = tmp_path / "cache" / "trains" / art.config_key("trains", {"n": 4})
     assert art.verify_artifact(folder) is None  # complete, though the case ran out of time
     (second,) = run_cases(cases, {"trains": cls}, tmp_path / "r2", run_id="r2", progress=False)
     assert second.status == "ok" and second.info["weights_cache"] == "reused"
 
 
+class BuildClock:
+    """The parent's clock of the case time limit, for the isolated case: it stands still except
+    while the worker builds (between the build's ``build-started`` and ``build-ended`` marks),
+    where each reading moves it on by a quarter of the limit; once it has passed twice the limit
+    it marks ``limit-passed`` and the build, which waits for that mark, finishes. So the build
+    lasts longer than the limit on this clock, however fast or slow the machine is."""
+
+    def __init__(self, marks: Path, limit_s: float):
+        self.marks, self.limit_s, self.now = marks, limit_s, 0.0
+
+    def __call__(self) -> float:
+        if (self.marks / "build-started").exists() and not (self.marks / "build-ended").exists():
+            self.now += self.limit_s / 4
+            if self.now > 2 * self.limit_s:
+                (self.marks / "limit-passed").touch()
+        return self.now
+
+
 def test_isolated_case_limit_is_held_while_the_worker_builds(write_suite, tmp_path, monkeypatch):
     """In a worker, the build tells the parent, which holds the case's time limit: the case that
-    trains (longer than the limit) completes, and the model is in the cache."""
+    trains (longer than the limit, on the parent's clock) completes, and the model is in the cache."""
     from harness.plan import plan_suite
     from harness.declare.registry import discover
+    from harness.run.executors import IsolatedExecutor
     from harness.run.session import run_cases
 
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    clock = BuildClock(marks, 0.5)
+    monkeypatch.setattr(IsolatedExecutor, "clock", staticmethod(clock))
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TRAINS_CLOCK_DIR", str(marks))
     cls = discover(extra=[write_suite("trains_suite", TRAINING_SUITE)], builtin=False).get("trains")
     cases = plan_suite(cls, "quick", "cpu")
     (first,) = run_cases(cases, {"trains": cls}, tmp_path / "r1", timeout_s=0.5, isolate=True)
+    assert clock.now > 2 * 0.5  # the build outlasted the limit
     assert first.status == "ok", first.reason
     assert first.info["weights_cache"] == "built"
     folder = tmp_path / "cache" / "trains" / art.config_key("trains", {"n": 4})

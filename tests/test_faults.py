@@ -80,6 +80,8 @@ class Faults(Suite):
     @variant()
     def hang_python(self, x, params):
         def fn():
+            if os.environ.get("FAULTS_HANG_MARK"):  # the test waits for this before it kills the run
+                open(os.environ["FAULTS_HANG_MARK"], "a").close()
             while True:
                 time.sleep(0.01)
         return Workload(fn)
@@ -257,13 +259,24 @@ def _wait_for_record(out: Path, variant: str, timeout: float = 120) -> None:
     raise AssertionError(f"{variant} never started")
 
 
-def test_sigkill_of_the_parent_then_resume(faults, tag, tmp_path):
+def _wait_for_the_hang(mark: Path, p: subprocess.Popen, timeout: float = 300) -> None:
+    """Return once the worker is inside the hanging case (it touched ``mark``)."""
+    deadline = time.monotonic() + timeout
+    while not mark.exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"hang_python never started (exit {p.poll()}): {p.stderr.read()[-2000:]}")
+        time.sleep(0.05)
+
+
+def test_sigkill_of_the_parent_then_resume(faults, tag, tmp_path, monkeypatch):
     path, _ = faults
+    mark = tmp_path / "hanging"
+    monkeypatch.setenv("FAULTS_HANG_MARK", str(mark))
     out = tmp_path / "run"
     p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_python,ok_after", "--out", str(out),
                  "--isolate", "--timeout", "60", "--quiet", "--no-progress")
     _wait_for_record(out, "hang_python")
-    time.sleep(1.0)  # the worker is inside the hanging case
+    _wait_for_the_hang(mark, p)  # the worker is inside the hanging case
     p.kill()
     p.communicate(timeout=60)
     # the worker does not outlive its parent (checked again by the fixture at the end)
@@ -277,13 +290,15 @@ def test_sigkill_of_the_parent_then_resume(faults, tag, tmp_path):
         ("ok", "ok"), ("hang_python", "crashed"), ("ok_after", "ok")]
 
 
-def test_sigterm_of_the_parent_marks_the_run_interrupted(faults, tag, tmp_path):
+def test_sigterm_of_the_parent_marks_the_run_interrupted(faults, tag, tmp_path, monkeypatch):
     path, _ = faults
+    mark = tmp_path / "hanging"
+    monkeypatch.setenv("FAULTS_HANG_MARK", str(mark))
     out = tmp_path / "run"
     p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_python,ok_after", "--out", str(out),
                  "--isolate", "--timeout", "60", "--quiet", "--no-progress")
     _wait_for_record(out, "hang_python")
-    time.sleep(1.0)
+    _wait_for_the_hang(mark, p)
     p.terminate()
     _, err = p.communicate(timeout=60)
     assert p.returncode == 143, err

@@ -334,6 +334,8 @@ def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str,
 class IsolatedExecutor:
     """Runs each case in a worker process; a dead or hung worker is replaced."""
 
+    clock = staticmethod(time.perf_counter)  # the clock of the case time limit (tests give a fake one)
+
     def __init__(self, suites: dict[str, type[Suite]], run_id: str = "", threads: int | None = None):
         from ..declare.registry import class_location
 
@@ -401,7 +403,7 @@ class IsolatedExecutor:
                 return self._record(case, "crashed", failure, started, t0)
         t0 = time.perf_counter()  # the time limit counts the case, not the worker's start
         self.conn.send(case)
-        deadline = None if not timeout_s else t0 + timeout_s
+        deadline = None if not timeout_s else self.clock() + timeout_s
         build_started = None  # while the worker builds an artifact, the limit is held
         while True:
             if self.conn.poll(0.05):
@@ -411,10 +413,10 @@ class IsolatedExecutor:
                     msg = None  # the worker died while sending; reported below
                 if isinstance(msg, tuple) and msg[:1] == ("building",):
                     if msg[1] and build_started is None:
-                        build_started = time.perf_counter()
+                        build_started = self.clock()
                     elif not msg[1] and build_started is not None:
                         if deadline is not None:
-                            deadline += time.perf_counter() - build_started
+                            deadline += self.clock() - build_started
                         build_started = None
                     continue
                 if msg is not None:
@@ -426,12 +428,12 @@ class IsolatedExecutor:
                 code = self.proc.exitcode
                 self._kill()
                 return self._record(case, "crashed", _death_reason(code), started, t0)
-            if build_started is not None and timeout_s and time.perf_counter() - build_started > max(
+            if build_started is not None and timeout_s and self.clock() - build_started > max(
                     BUILD_LIMIT_S, 10 * timeout_s):
                 self._kill()
                 return self._record(case, "timeout", "an artifact build ran past its own limit "
                                     f"({max(BUILD_LIMIT_S, 10 * timeout_s):g} s); worker killed", started, t0)
-            if deadline is not None and build_started is None and time.perf_counter() > deadline:
+            if deadline is not None and build_started is None and self.clock() > deadline:
                 self._kill()
                 return self._record(case, "timeout", f"ran past the {timeout_s:g} s case time limit; worker killed", started, t0)
 
