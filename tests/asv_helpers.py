@@ -1,12 +1,12 @@
 """A temporary git repository holding a copy of the project, benchmarked by real asv.
 
 Shared by tests/test_asv.py and tests/test_browser.py: :func:`asv_project` builds it once per
-test session. Commit 1 is the project plus a small probe suite of two variants; commit 2
-edits one variant's implementation in the suite file so that it is 3x slower (and lowers the
-score it reports): asv's benchmark version stays, so the edited variant's graph keeps its
-history and shows the step; commit 3 changes the grid, which starts a new history. ``asv run
---python=same`` records each commit (the third for the probe suite only), ``asv publish``
-writes the HTML.
+test session. Commit 1 is the project plus a small probe suite of two variants; commit 2 edits
+one variant's implementation in the suite file so that it asks for 3x the work (3x slower; the
+work it reports triples exactly, and its score drops): asv's benchmark version stays, so the
+edited variant's graph keeps its history and shows the step; commit 3 changes the grid, which
+starts a new history. ``asv run --python=same`` records each commit (the third for the probe
+suite only), ``asv publish`` writes the HTML.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ MACHINE = "asv-test-box"
 # One attention case (every quick-profile metric) and the probe suite's one case.
 ASV_PARAM = "variant=softmax,sleep,steady;causal=false;pass=forward;inputs=gaussian"
 
-PROBE_SUITE = '''"""Probe suite for the asv tests: sleeps, reports a higher-is-better score, logs each build."""
+PROBE_SUITE = '''"""Probe suite for the asv tests: sleeps, reports a higher-is-better score and the sleep it asks
+for (the work, exact on any machine), logs each build."""
 
 import os
 
@@ -38,7 +39,8 @@ class AsvProbe(Suite):
     grid = {"size": GRID}
     profiles = {"quick": Profile(timing=Timing(warmup_s=0.0, budget_s=0.05, min_runs=5, max_runs=20)),
                 "default": Profile()}
-    metrics = [Metric("score", "", "higher", "a quality score, higher is better", ratio=False)]
+    metrics = [Metric("score", "", "higher", "a quality score, higher is better", ratio=False),
+               Metric("work", "ms", "lower", "the sleep one call asks for", ratio=False)]
 
     @variant()
     def sleep(self, state, params):
@@ -48,11 +50,12 @@ class AsvProbe(Suite):
                 fh.write(f"size={params['size']}\\n")
         factor = 1
         return Workload(lambda: asvprobe_op.work(params["size"] * factor), flops=0, items=params["size"],
-                        metrics={"score": asvprobe_op.SCORE})
+                        metrics={"score": asvprobe_op.SCORE, "work": asvprobe_op.work_ms(params["size"] * factor)})
 
     @variant()
     def steady(self, state, params):
-        return Workload(lambda: asvprobe_op.work(params["size"]), flops=0, items=params["size"])
+        return Workload(lambda: asvprobe_op.work(params["size"]), flops=0, items=params["size"],
+                        metrics={"work": asvprobe_op.work_ms(params["size"])})
 '''
 
 PROBE_OP = '''"""The operation the probe suite times."""
@@ -65,6 +68,10 @@ SCORE = {score}
 
 def work(size):
     time.sleep(DELAY_S * size)
+
+
+def work_ms(size):
+    return DELAY_S * size * 1e3
 '''
 
 
@@ -166,6 +173,7 @@ def asv_project(base: Path) -> AsvProject:
                            "--show-stderr"], root, env)
     run([asv, "publish"], root, env)
     outputs["graph2"] = _graph(root, "asvprobe.AsvProbe.track_latency")
+    outputs["graph2_work"] = _graph(root, "asvprobe.AsvProbe.track_work")
     suite.write_text(PROBE_SUITE.replace("factor = 1", "factor = 3").replace("GRID = [2]", "GRID = [2, 3]"))
     _git(root, "commit", "-q", "-am", "probe grid grows")
     commits.append(_git(root, "rev-parse", "HEAD"))

@@ -1,10 +1,11 @@
 """asv drives the suites through the harness engine: real asv, on a temporary git repository.
 
-``asv run --python=same`` over two commits records every quick-profile metric of the
-attention suite (narrowed to one case by $HARNESS_ASV_PARAM) and of a probe suite; the
-probe's operation gets slower and its higher-is-better score drops in the second commit,
-and ``asv compare`` reports both as regressions; ``asv publish`` writes the HTML. The
-adapter's in-process behaviour (params, units, version, direction) is checked without asv.
+``asv run --python=same`` over two commits records every quick-profile metric of the attention
+suite (narrowed to one case by $HARNESS_ASV_PARAM) and of a probe suite; the probe's operation
+asks for 3x the work in the second commit (the work it reports triples exactly) and its
+higher-is-better score drops, and ``asv compare`` reports both as regressions (judged on these
+exact metrics, not on wall-clock ones); ``asv publish`` writes the HTML. The adapter's
+in-process behaviour (params, units, version, direction) is checked without asv.
 """
 
 from __future__ import annotations
@@ -173,6 +174,7 @@ def _fake_record(case):
 
 
 # --------------------------------------------------------------------------- real asv
+@pytest.mark.slow
 def test_asv_run_records_every_quick_metric_of_attention(project):
     for commit in project.commits[:2]:  # the third commit ran the probe suite only
         res = _results(project, commit)
@@ -180,13 +182,14 @@ def test_asv_run_records_every_quick_metric_of_attention(project):
             row = res[f"attention.Attention.track_{metric}"]
             values = [v for v in row["result"] if v is not None]
             assert values and all(isinstance(v, float) and v > 0 for v in values), (metric, row)
-        for metric in ("latency", "peak_memory", "throughput", "score"):
+        for metric in ("latency", "peak_memory", "throughput", "score", "work"):
             row = res[f"asvprobe.AsvProbe.track_{metric}"]
             assert row["result"] and all(v is not None for v in row["result"]), (metric, row)
         # tflops is not reported by the probe (flops=0): skipped, shown as n/a, not failed
         assert all(v is None or math.isnan(v) for v in res["asvprobe.AsvProbe.track_tflops"]["result"])
 
 
+@pytest.mark.slow
 def test_each_case_measured_once_per_asv_run(project):
     sizes = project.probe_log.read_text().split()
     # one probe case (then two), three commits: one measurement each, although seven track_
@@ -194,6 +197,7 @@ def test_each_case_measured_once_per_asv_run(project):
     assert sizes == ["size=2", "size=2", "size=2", "size=3"]
 
 
+@pytest.mark.slow
 def test_benchmarks_json_has_units_and_the_benchmark_version(project):
     bench = json.loads((project.root / ".asv" / "results" / "benchmarks.json").read_text())
     assert bench["attention.Attention.track_latency"]["unit"] == "ms"
@@ -203,15 +207,18 @@ def test_benchmarks_json_has_units_and_the_benchmark_version(project):
     assert len(versions) == 1
 
 
+@pytest.mark.slow
 def test_asv_compare_shows_the_injected_regression(project):
     out = run([asv_exe(), "compare", project.commits[0], project.commits[1], "--machine", MACHINE, "--split"],
               project.root, project.env)
     worse = [ln for ln in out.splitlines() if ln.strip().lstrip("|").strip().startswith("+")]
-    assert any("asvprobe.AsvProbe.track_latency" in ln for ln in worse), out
-    assert any("asvprobe.AsvProbe.track_score" in ln for ln in worse), out  # a drop of a higher-is-better metric
+    # the metrics the probe reports exactly (wall-clock ones move with the machine's load)
+    exact = [ln for ln in worse if "track_work" in ln or "track_score" in ln]
+    assert any("asvprobe.AsvProbe.track_work" in ln and "'sleep'" in ln for ln in exact), out
+    assert any("asvprobe.AsvProbe.track_score" in ln for ln in exact), out  # a drop of a higher-is-better metric
     assert "got worse" in out
     # the untouched variant is not among them
-    assert not any("'steady'" in ln for ln in worse), out
+    assert not any("'steady'" in ln for ln in exact), out
 
 
 def _versions(project, commit: str) -> dict:
@@ -221,19 +228,24 @@ def _versions(project, commit: str) -> dict:
     return {name: dict(zip(cols, row))["version"] for name, row in data["results"].items() if name.startswith("asvprobe.")}
 
 
+@pytest.mark.slow
 def test_a_variant_edit_keeps_the_history_and_shows_the_step(project):
-    """Commit 2 made the 'sleep' variant 3x slower in the suite file: the benchmark version
-    stayed, so the published graph after commit 2 holds both commits, the step in 'sleep' and
-    'steady' flat."""
+    """Commit 2 made the 'sleep' variant ask for 3x the work in the suite file: the benchmark
+    version stayed, so the published graphs after commit 2 hold both commits, the step in
+    'sleep' and 'steady' flat. The step is read from the work each call asks for, which the
+    probe reports exactly (latency, a wall-clock time, only has to be there)."""
     v1, v2 = _versions(project, project.commits[0]), _versions(project, project.commits[1])
     assert v1 == v2
-    points = json.loads(project.outputs["graph2"])
+    latency = json.loads(project.outputs["graph2"])
+    assert len(latency) == 2 and all(len(values) == 2 for _, values in latency), latency
+    points = json.loads(project.outputs["graph2_work"])
     assert len(points) == 2, points
     (_, (sleep1, steady1)), (_, (sleep2, steady2)) = points
-    assert sleep2 / sleep1 > 2.0
-    assert 0.67 < steady2 / steady1 < 1.5
+    assert sleep2 == pytest.approx(3 * sleep1) and sleep1 == pytest.approx(4.0)  # 2 ms x size 2
+    assert steady2 == steady1 == pytest.approx(4.0)
 
 
+@pytest.mark.slow
 def test_a_grid_change_starts_a_new_history(project):
     v2, v3 = _versions(project, project.commits[1]), _versions(project, project.commits[2])
     assert v2["asvprobe.AsvProbe.track_latency"] != v3["asvprobe.AsvProbe.track_latency"]
@@ -241,6 +253,7 @@ def test_a_grid_change_starts_a_new_history(project):
     assert len(points) == 1 and len(points[0][1]) == 4, points  # (size 2, 3) x (sleep, steady)
 
 
+@pytest.mark.slow
 def test_asv_publish_writes_html(project):
     html = project.html_dir
     assert (html / "index.html").is_file()
@@ -251,6 +264,7 @@ def test_asv_publish_writes_html(project):
     assert graphs
 
 
+@pytest.mark.slow
 def test_asv_records_a_run_without_measuring_again(project):
     """As the nightly job does: run the suite once, then ``asv run`` with HARNESS_ASV_RECORDS
     pointing at the run folder (forkserver launch). asv's results equal the run's records (the
@@ -282,6 +296,7 @@ def test_asv_records_a_run_without_measuring_again(project):
         assert row["result"] == pytest.approx(expected, rel=1e-12), (metric, row["result"], expected)
 
 
+@pytest.mark.slow
 def test_managed_environment_config_builds_one_wheel_offline(tmp_path):
     """asv.conf.json for asv-managed environments: the benchmark package's parent holds no
     harness or suites (each commit's installed ones are measured); the dependencies are the
@@ -344,12 +359,14 @@ def _managed_config(project, deps_path: str) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not any(WHEELHOUSE.glob("wheel-*.whl")),
                     reason="no wheelhouse with pip and wheel in .cache/wheelhouse (make setup fetches them)")
 def test_asv_continuous_in_managed_environments_reports_the_slowed_variant_only(project):
     """``asv continuous`` between the first two commits, each built as a wheel and installed in
     an asv-managed virtualenv offline (PIP_NO_INDEX, the wheelhouse): commit 2 slowed the
-    'sleep' variant in the suite file and lowered its score, so exactly the sleep rows change,
+    'sleep' variant in the suite file and lowered its score, so exactly the sleep rows of the
+    exactly reported metrics (work, score) change,
     which shows that each commit's own suites were measured (not the working tree twice)."""
     import sysconfig
 
@@ -369,8 +386,9 @@ def test_asv_continuous_in_managed_environments_reports_the_slowed_variant_only(
     assert proc.returncode == 1, out[-6000:]  # asv continuous fails on a regression
     changed = [ln for ln in out.splitlines() if ln.strip().lstrip("|").strip().startswith(("+", "-"))
                and "asvprobe.AsvProbe" in ln]
-    assert any("track_latency" in ln and "'sleep'" in ln for ln in changed), out[-6000:]
-    assert any("track_score" in ln and "'sleep'" in ln for ln in changed), out[-6000:]
-    assert not any("'steady'" in ln for ln in changed), out[-6000:]
+    exact = [ln for ln in changed if "track_work" in ln or "track_score" in ln]  # not wall-clock ones
+    assert any("track_work" in ln and "'sleep'" in ln for ln in exact), out[-6000:]
+    assert any("track_score" in ln and "'sleep'" in ln for ln in exact), out[-6000:]
+    assert not any("'steady'" in ln for ln in exact), out[-6000:]
     envs = list((project.root / ".asv-managed" / "env").iterdir())
     assert envs, "asv made no managed environment"

@@ -150,6 +150,7 @@ def test_causal_variants_do_not_look_ahead(name):
     assert not torch.allclose(base[..., t + 1 :, :], moved[..., t + 1 :, :])  # the future did change
 
 
+@pytest.mark.slow
 def test_quick_profile_on_cpu_all_ok_and_exported(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "attention", "--profile", "quick", "--device", "cpu", "--out", str(out),

@@ -164,6 +164,7 @@ def test_there_are_at_least_forty(world):
     assert len(BAD) >= 40
 
 
+@pytest.mark.slow
 def test_commands_survive_a_closed_pipe(tmp_path):
     """`harness ... | head -1`: the reader leaves early; no traceback, exit 0."""
     env = {**os.environ, "HARNESS_BASELINES_DIR": str(Path(__file__).resolve().parent.parent / "baselines")}

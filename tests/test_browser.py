@@ -24,6 +24,8 @@ from harness.present.asv_html import assets_dir, localize
 from harness.paths import PROJECT_ROOT
 from synthetic_runs import standard_run
 
+pytestmark = pytest.mark.slow  # real asv and a headless browser
+
 ARTIFACTS = PROJECT_ROOT / "test-artifacts"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run"]

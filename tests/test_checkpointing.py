@@ -106,6 +106,7 @@ def fake_allocation(batch: int, per_sample: int, cap: int, crash: bool = False) 
     return need
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crash", [False, True], ids=["oom-error", "killed"])
 def test_isolated_probes_treat_out_of_memory_as_an_answer(crash):
     per_sample, cap = 1000, 11_500  # fits up to 11
@@ -118,6 +119,7 @@ def test_isolated_probes_treat_out_of_memory_as_an_answer(crash):
     assert result.largest == 11 and result.complete
 
 
+@pytest.mark.slow
 def test_real_training_probe_against_a_fake_cap():
     spec = ModelSpec("gpt", batch=1, input_size=16, depth=2, width=16, heads=2, classes=32)
     threads = torch.get_num_threads()

@@ -147,6 +147,7 @@ def test_debug_shows_the_traceback(capsys):
     assert code == 2 and "Traceback" in err
 
 
+@pytest.mark.slow
 def test_python_dash_m_entry_point():
     done = subprocess.run([sys.executable, "-m", "harness", "run", "nosuch"], capture_output=True, text=True)
     assert done.returncode == 2

@@ -14,6 +14,8 @@ from harness.declare.registry import discover
 from harness.results import read_records
 from harness.run.session import run_cases
 
+pytestmark = pytest.mark.slow  # every suite's quick profile, minutes
+
 REGISTRY = discover()
 
 

@@ -248,6 +248,7 @@ def test_bad_config_is_refused():
         dt.DetectorConfig(channels=48)
 
 
+@pytest.mark.slow
 def test_training_is_cached_by_config_and_checkpoints_load(tmp_path):
     data = dd.synthetic_dataset(TINY, tmp_path / "data")["train"]
     cfg = dt.DetectorConfig(head="fcos", arch="single", channels=32, head_convs=1)
@@ -272,6 +273,7 @@ def test_training_is_cached_by_config_and_checkpoints_load(tmp_path):
 
 
 # --------------------------------------------------------------------------- the suite
+@pytest.mark.slow
 def test_suite_runs_every_variant_end_to_end(tmp_path, monkeypatch):
     from harness.plan import plan_suite
     from harness.run.executors import CaseExecutor

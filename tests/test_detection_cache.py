@@ -92,6 +92,7 @@ DATA_CORRUPTIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", list(WEIGHTS_CORRUPTIONS))
 def test_corrupt_weights_are_detected_and_retrained_to_the_clean_result(clean, cache, kind):
     _, weights, root = cache
@@ -159,6 +160,7 @@ RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_runs_on_an_empty_cache_build_each_artifact_once(clean, tmp_path):
     """Both runs find every artifact missing (each waits on its build lock); one builds it."""
     cache = tmp_path / "cache"

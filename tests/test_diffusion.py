@@ -134,6 +134,7 @@ def test_sampler_run_is_deterministic_and_batches_cover_n_samples():
     assert torch.equal(out.x[:16], a)
 
 
+@pytest.mark.slow
 def test_every_sampler_variant_runs_on_every_spacing():
     overrides = {"n_samples": ["24"], "batch": ["16"], "steps": ["4"], "eta": ["0.0", "1.0"],
                  "spacing": ["leading", "trailing", "linspace", "quadratic"]}
@@ -158,6 +159,7 @@ def _files(folder):
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_digits_unet_cache_is_reused_and_rebuilt_when_corrupt():
     model, info = dm.digits_unet(TINY_UNET)
     assert info["cache"] == "built" and "final_loss" in info
@@ -192,6 +194,7 @@ def test_digits_classifier_cache_and_features():
     assert feats.shape == (10, 8)
 
 
+@pytest.mark.slow
 def test_digits_source_end_to_end_reports_substitute_and_unavailable_fid(monkeypatch, tmp_path):
     monkeypatch.setattr(diffusion, "DIGITS_UNET", TINY_UNET)
     monkeypatch.setattr(diffusion, "DIGITS_CLASSIFIER", TINY_CLASSIFIER)
@@ -236,6 +239,7 @@ def test_pretrained_pipeline_folder_loads_from_disk(tmp_path, monkeypatch):
         dm.load_pretrained(tmp_path / "nothing-here")
 
 
+@pytest.mark.slow
 def test_pretrained_source_runs_and_skips_without_a_model(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv(diffusion.FID_REFERENCE_ENV, raising=False)

@@ -21,6 +21,8 @@ from harness.plan import plan_suite
 from harness.declare.registry import discover
 from harness.run.session import run_cases
 
+pytestmark = pytest.mark.slow  # runs of the faults suite: hangs, crashes, killed parents (minutes)
+
 FAULTS = '''
 import ctypes
 import math

@@ -144,6 +144,7 @@ def test_every_import_goes_down_the_floors():
     assert not upward, upward
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [n for n in module_names() if n != "harness.__main__"])  # that one runs
 def test_every_module_imports_alone(name):
     out = subprocess.run([sys.executable, "-c", f"import {name}"], capture_output=True, text=True, timeout=300,

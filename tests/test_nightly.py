@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.cli import main
+
+pytestmark = pytest.mark.slow  # the nightly script over whole runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
