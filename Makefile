@@ -31,9 +31,9 @@ test: setup
 	bash scripts/install-browser.sh
 	$(BIN)/python -m pytest
 
-# The unit tests only, in a few minutes: leaves out the tests marked slow (real asv, the
-# browser, whole-suite runs, model training, the command-line runs of whole suites) and netns
-# (they start Ray). `make test` runs them all, as CI does.
+# The unit tests only, in about three minutes: leaves out the tests marked slow (real asv, the
+# browser, whole-suite and command-line runs, worker processes killed or replaced, model
+# training) and netns (they start Ray). `make test` runs them all, as CI does.
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow and not netns"
 

@@ -106,6 +106,7 @@ def _images(seed: int, n: int, shift: float = 0.0) -> torch.Tensor:
     return (torch.rand(n, 1, 8, 8, generator=g) * 2 - 1 + shift).clamp(-1, 1)
 
 
+@pytest.mark.slow
 def test_fid_kid_reads_weights_from_the_env_path(random_inception, monkeypatch):
     monkeypatch.setenv(INCEPTION_ENV, str(random_inception))
     calls = []

@@ -229,6 +229,7 @@ def failing(write_suite):
     return cls, by_name
 
 
+@pytest.mark.slow
 def test_sticky_cuda_error_is_crashed_and_later_cases_run_in_a_fresh_process(failing):
     cls, case = failing
     cases = [case["pid"], case["sticky"], case["pid"], case["cpu_oom"]]
@@ -241,6 +242,7 @@ def test_sticky_cuda_error_is_crashed_and_later_cases_run_in_a_fresh_process(fai
     assert oom.status == "oom" and "DefaultCPUAllocator" in oom.reason
 
 
+@pytest.mark.slow
 def test_isolated_worker_is_replaced_after_a_sticky_cuda_error(failing):
     cls, case = failing
     records = run_cases([case["pid"], case["sticky"], case["pid"]], {"failing": cls}, None, isolate=True,

@@ -47,6 +47,7 @@ def test_in_process_statuses(toy_suite_file, tmp_path):
     assert [r.variant for r in read_records(tmp_path / "run")] == [c.variant for c in cases]
 
 
+@pytest.mark.slow
 def test_isolated_statuses_timeout_and_killed_worker(toy_suite_file, tmp_path):
     cls = toy(toy_suite_file)
     cases = cases_for(cls, "ok", "dies", "raises", "hangs", "oom", "ok")

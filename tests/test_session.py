@@ -109,6 +109,7 @@ def test_run_folder_rules(toy_suite_file, tmp_path):
     assert first[1] != second[1] and second[0] == "20260101-000000-cpu-2"
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_and_names_the_case_that_was_running(toy_suite_file, tmp_path):
     """In-process, a case that kills the process takes the run down; --resume records it as
     crashed and finishes the rest with the same plan."""

@@ -37,6 +37,7 @@ def test_shards_partition_the_plan_by_grid_point(toy_suite_file):
             parse_shard(bad)
 
 
+@pytest.mark.slow
 def test_merged_shards_equal_one_full_run(toy_suite_file, tmp_path, capsys):
     full = tmp_path / "full"
     assert main(["run", str(toy_suite_file), *SWEEP, "--out", str(full)]) == 0
@@ -66,6 +67,7 @@ def _one_line_error(capsys, argv) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_overlapping_missing_or_inconsistent_shards_are_refused(toy_suite_file, tmp_path, capsys):
     def run(name, *extra):
         assert main(["run", str(toy_suite_file), *SWEEP, *extra, "--out", str(tmp_path / name)]) == 0
