@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -209,3 +210,48 @@ def test_the_cache_folder_follows_xdg_and_the_harness_variable(tmp_path, monkeyp
     monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "mine"))
     assert cache_dir("detection") == tmp_path / "mine" / "detection"
     assert (tmp_path / "mine" / "detection").is_dir()
+
+
+def readme_map() -> dict[str, str]:
+    """The README's map of the engine ("Developing: where things are"): each entry's names -> its
+    description (continuation lines joined)."""
+    text = (HARNESS.parent / "README.md").read_text()
+    section = text.split("## Developing: where things are", 1)[1]
+    block = section.split("```", 2)[1]
+    entries: dict[str, str] = {}
+    names = None
+    for line in block.splitlines():
+        if not line.strip():
+            continue
+        if line[0].isspace():  # a description carried on
+            entries[names] += " " + line.strip()
+            continue
+        head, _, description = line.partition("  ")
+        names = head.strip()
+        entries[names] = description.strip()
+    return entries
+
+
+def test_the_readme_map_names_every_part_of_the_engine_and_nothing_else():
+    entries = readme_map()
+    named = {n.strip() for names in entries for n in names.split(",")}
+    for name in named:
+        assert (HARNESS / name.rstrip("/")).exists(), f"the README's map names {name}, which is not in harness/"
+    described = " ".join(entries.values())
+    aliases = {"export.py", "asv_html.py"}  # old paths, kept and named in the paragraph after the map
+    for path in sorted(HARNESS.iterdir()):
+        if path.name.startswith("__") or path.name in aliases or path.suffix not in ("", ".py"):
+            continue
+        label = path.name + "/" if path.is_dir() else path.name
+        assert label in named or label in described, f"harness/{label} is missing from the README's map"
+    for names, description in entries.items():
+        if not names.endswith("/"):
+            continue
+        folder = HARNESS / names.rstrip("/")
+        for module in sorted(folder.glob("*.py")):
+            if module.stem == "__init__":
+                continue
+            assert re.search(rf"\b{module.stem}\b", description, re.IGNORECASE), (
+                f"harness/{names}{module.name} is missing from the README's map")
+        for mentioned in re.findall(r"\b(\w+)\.py\b", description):
+            assert (folder / f"{mentioned}.py").exists(), f"the README's map names {names}{mentioned}.py, which is not there"
