@@ -7,6 +7,7 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -16,7 +17,7 @@ from .present import export as export_mod
 from .plan import PlanError, merge_param_items, parse_param_item
 from .declare.registry import Registry, RegistryError, discover, suggest
 from .results import FAILED_STATUSES, ResultsError, load_results
-from .run.request import as_shard, positive_seconds, strictly_positive
+from .run.request import as_shard, positive_seconds, strictly_positive, thread_count
 from .run.session import RunTerminated
 
 EXIT_OK, EXIT_REGRESSION, EXIT_USAGE = 0, 1, 2
@@ -54,6 +55,20 @@ def _typed(convert, check=None, name: str = ""):
     return parse
 
 
+def non_negative(value: float, name: str) -> float:
+    """A tolerance or threshold: a finite number of at least 0."""
+    if not (value >= 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number of at least 0, not {value:g}")
+    return value
+
+
+def folder_name(value: str, name: str) -> str:
+    """A run folder's path as given, refusing an empty one (which would name the current folder)."""
+    if not value.strip():
+        raise ValueError(f"{name} must name a folder, not {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description="Benchmark deep-learning techniques for speed, memory and quality.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -78,10 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", type=_typed(as_shard), metavar="I/N", help="run only the I-th of N shards of the plan (by grid point); "
                                                       "'harness merge' joins the shards")
     run.add_argument("--timeout", type=_typed(float, positive_seconds, "--timeout"), help="per-case time limit in seconds")
-    run.add_argument("--out", help="run folder to write (default: results/<run-id>)")
+    run.add_argument("--out", type=_typed(str, folder_name, "--out"), help="run folder to write (default: results/<run-id>)")
     run.add_argument("--resume", metavar="RUN_DIR",
                      help="continue an interrupted, killed or crashed run in RUN_DIR with its own plan")
-    run.add_argument("--threads", type=_typed(int, strictly_positive, "--threads"),
+    run.add_argument("--threads", type=_typed(int, thread_count, "--threads"),
                      help="torch CPU threads (default on the CPU: half the usable cores, at most 8, for numbers "
                           "that hold on a shared machine; recorded)")
     run.add_argument("--rounds", type=_typed(int, strictly_positive, "--rounds"), default=1, metavar="R",
@@ -117,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     doc.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
     mg = sub.add_parser("merge", help="merge the run folders of one sweep (e.g. its shards) into one run folder")
     mg.add_argument("runs", nargs="+", metavar="RUN_DIR")
-    mg.add_argument("--out", required=True, help="run folder to write")
+    mg.add_argument("--out", type=_typed(str, folder_name, "--out"), required=True, help="run folder to write")
     return p
 
 
@@ -391,10 +406,10 @@ def _add_compare_options(parser, with_format: bool = True) -> None:
     parser.add_argument("--threshold", action="append", metavar="KIND=FRACTION",
                         help="relative change that counts, per metric kind (time, rate, memory, quality); "
                              "defaults time=0.05 rate=0.05 memory=0.05 quality=0.02 (repeatable)")
-    parser.add_argument("--single-round-change", type=float, default=0.25, metavar="FRACTION",
+    parser.add_argument("--single-round-change", type=_typed(float, non_negative, "--single-round-change"), default=0.25, metavar="FRACTION",
                         help="with one round on both sides (noise between runs unknown), the time change that "
                              "counts (default 0.25)")
-    parser.add_argument("--quality-atol", type=float, default=1e-6, help="absolute change of a quality metric that counts as the same (default 1e-6)")
+    parser.add_argument("--quality-atol", type=_typed(float, non_negative, "--quality-atol"), default=1e-6, help="absolute change of a quality metric that counts as the same (default 1e-6)")
     parser.add_argument("--force", action="store_true", help="compare results from different devices anyway")
     parser.add_argument("--fail-on-missing", action="store_true", help="also exit 1 when cases or metrics are missing")
     if with_format:
@@ -509,13 +524,12 @@ def cmd_report(args) -> int:
     comparison = compare(load_results(args.against), rs, _compare_options(args)) if args.against else None
     output = args.output or str(Path(args.run_dir) / "report.html")
     check_output(output)
-    path = write_report(rs, Path(output), comparison)
+    try:
+        path = write_report(rs, Path(output), comparison)
+    except OSError as exc:
+        raise UsageError(f"--output {output} cannot be written: {exc.strerror or exc}") from None
     print(f"harness: report written to {path}", file=sys.stderr)
     return comparison.exit_code if comparison is not None else EXIT_OK
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def cmd_doctor(args) -> int:
@@ -527,3 +541,7 @@ def cmd_doctor(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return run_doctor(device, sys.stdout)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -78,6 +78,12 @@ BAD = [
     (["run", "attention", "--timeout", "nan"], "--timeout must be a positive number"),
     (["run", "attention", "--timeout", "inf"], "--timeout must be a positive number"),
     (["run", "attention", "--timeout", "soon"], "invalid float value"),
+    (["run", "attention", "--timeout", "1e308"], "--timeout must be at most a week"),
+    (["run", "attention", "--timeout", "604801"], "--timeout must be at most a week"),
+    (["run", "attention", "--threads", "100000"], "--threads must be at most"),
+    (["run", "attention", "--out", ""], "--out must name a folder"),
+    (["run", "attention", "--out", "  "], "--out must name a folder"),
+    (["run", "attention", "--quality-atol", "-0.5"], "--quality-atol must be a finite number"),
     (["run", "no/such/file.py"], "no such suite file or folder"),
     (["run", f"{W}/a_file.txt"], "not a Python file"),
     (["run", "attention", "--out", f"{W}/a_file.txt"], "not a folder"),
@@ -117,7 +123,10 @@ BAD = [
     (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "speed=0.1"], "unknown metric kind"),
     (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "time=-1"], "non-negative"),
     (["compare", f"{W}/run_a", f"{W}/run_b", "--threshold", "time=fast"], "expected KIND=FRACTION"),
-    (["compare", f"{W}/run_a", f"{W}/run_b", "--single-round-change", "-1"], "single-round change must be a non-negative number"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--single-round-change", "-1"], "--single-round-change must be a finite number of at least 0"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--single-round-change", "inf"], "--single-round-change must be a finite"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--quality-atol", "-1"], "--quality-atol must be a finite number of at least 0"),
+    (["compare", f"{W}/run_a", f"{W}/run_b", "--quality-atol", "nan"], "--quality-atol must be a finite number"),
     (["compare", f"{W}/run_a", f"{W}/run_b", "-o", f"{W}/no/such/dir/c.md"], "does not exist"),
     (["compare", f"{W}/run_a"], "the following arguments are required"),
     # baseline
@@ -132,6 +141,9 @@ BAD = [
     (["report", f"{W}/run_a", "--against", "no-such-baseline"], "unknown baseline"),
     (["report", f"{W}/run_a", "-o", f"{W}/no/such/dir/r.html"], "does not exist"),
     (["report", f"{W}/run_a", "-o", f"{W}"], "is a folder"),
+    (["report", f"{W}/run_a", "--quality-atol", "inf"], "--quality-atol must be a finite number"),
+    # merge
+    (["merge", f"{W}/run_a", f"{W}/run_b", "--out", ""], "--out must name a folder"),
     # no command at all / unknown command
     (["frobnicate"], "invalid choice"),
 ]
@@ -158,6 +170,64 @@ def test_bad_input(world, capsys, argv, message, monkeypatch):
     assert message in err
     assert "Traceback" not in err
     assert _snapshot(world) == before, "a bad command wrote something"
+
+
+def test_a_threads_bound_follows_the_usable_cores(monkeypatch):
+    from harness.run import request
+
+    monkeypatch.setattr(request, "usable_cores", lambda: 3)
+    assert request.thread_count(12, "--threads") == 12
+    with pytest.raises(ValueError, match=r"--threads must be at most 12 \(4 x the 3 usable cores\), not 13"):
+        request.thread_count(13, "--threads")
+
+
+def test_python_callers_get_the_same_bounds(tmp_path):
+    from harness.judge.compare import CompareOptions
+    from harness.plan import PlanError
+    from harness.run.session import run_suites
+
+    for kwargs, message in (({"threads": 10**5}, "threads must be at most"), ({"timeout_s": 1e308}, "at most a week")):
+        with pytest.raises(PlanError, match=message):
+            run_suites(["attention"], out=tmp_path / "r", **kwargs)
+    assert not (tmp_path / "r").exists()
+    for name in ("quality_atol", "memory_atol_mib"):
+        with pytest.raises(ValueError, match="finite non-negative"):
+            CompareOptions(**{name: -1.0})
+
+
+def test_a_report_into_a_pipe_is_written_in_place_not_replaced(world, tmp_path):
+    """A target that is not a regular file (a pipe, a device) is written through, never renamed over."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    assert main(["report", str(world / "run_a"), "-o", str(fifo)]) == 0
+    reader.join(timeout=60)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode), "the pipe was replaced by a file"
+    assert got and got[0].lstrip().lower().startswith("<!doctype html")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"], "a temporary file was left"
+
+
+def test_a_report_that_cannot_be_written_is_one_line(world, tmp_path, monkeypatch, capsys):
+    """The disk fills while the page is written: one line, exit 2, no temporary file left."""
+    import errno
+    from pathlib import Path as P
+
+    real = P.write_text
+
+    def full(self, *a, **k):
+        real(self, "<!doctype html><html>", encoding="utf-8")  # a part is written, then the disk is full
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(P, "write_text", full)
+    assert main(["report", str(world / "run_a"), "-o", str(tmp_path / "r.html")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"harness: error: --output {tmp_path / 'r.html'} cannot be written: No space left on device"
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_there_are_at_least_forty(world):

@@ -74,6 +74,10 @@ class CompareOptions:
                 raise ValueError(f"threshold for {kind} must be a non-negative number, not {value!r}")
         if not (self.single_round_change >= 0 and math.isfinite(self.single_round_change)):
             raise ValueError(f"single-round change must be a non-negative number, not {self.single_round_change!r}")
+        for name in ("quality_atol", "memory_atol_mib"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name.replace('_', '-')} must be a finite non-negative number, not {value!r}")
 
 
 

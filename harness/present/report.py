@@ -546,7 +546,13 @@ def write_report(rs: ResultSet, output: Path, comparison=None) -> Path:
     text = build_report(rs, comparison)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
+    if output.exists() and not output.is_file():  # a device or a pipe: written in place, never replaced
+        output.write_text(text, encoding="utf-8")
+        return output
     tmp = output.with_name(output.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(output)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(output)
+    finally:
+        tmp.unlink(missing_ok=True)
     return output

@@ -16,6 +16,7 @@ parsed by the same function that parses the command line.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Mapping, NamedTuple, Sequence
 
@@ -53,11 +54,38 @@ def strictly_positive(value: Any, name: str) -> int:
     return value
 
 
+# A time limit above a week is a typo, and one near float's end overflows the alarm and the clocks.
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
+# Threads beyond a few per usable core only oversubscribe; OpenMP crashes at tens of thousands.
+THREADS_PER_CORE = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the platform tells it)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def thread_count(value: Any, name: str) -> int:
+    """``value`` as a thread count from 1 to ``THREADS_PER_CORE`` x the usable cores."""
+    value = strictly_positive(value, name)
+    cores = usable_cores()
+    if value > THREADS_PER_CORE * cores:
+        raise ValueError(f"{name} must be at most {THREADS_PER_CORE * cores} ({THREADS_PER_CORE} x the {cores} usable "
+                         f"cores), not {value}")
+    return value
+
+
 def positive_seconds(value: Any, name: str) -> float:
-    """``value`` as a finite number of seconds above 0 (a time limit); ValueError naming ``name``."""
+    """``value`` as a finite number of seconds above 0 and at most a week (a time limit); ValueError
+    naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
         shown = f"{value:g}" if isinstance(value, float) else value
         raise ValueError(f"{name} must be a positive number of seconds, not {shown}")
+    if value > MAX_TIMEOUT_S:
+        raise ValueError(f"{name} must be at most a week ({MAX_TIMEOUT_S:g} s), not {value:g}")
     return float(value)
 
 

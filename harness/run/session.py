@@ -43,7 +43,8 @@ from ..results import (
 )
 from ..results.loader import _pid_alive
 from ..declare.suite import Suite
-from .request import RunRequest, build_request, plan_request, request_from_json, strictly_positive, positive_seconds
+from .request import (RunRequest, build_request, plan_request, positive_seconds, request_from_json, strictly_positive,
+                      thread_count, usable_cores)
 
 RUNS_ROOT = Path("results")
 RUNNING_FILE = "running.json"  # the case in progress; left behind only by a run that died
@@ -84,13 +85,6 @@ RunOptions = RunRequest  # the request's earlier name, kept for callers that bui
 
 
 MAX_DEFAULT_CPU_THREADS = 8
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def default_cpu_threads() -> tuple[int, str]:
@@ -512,7 +506,7 @@ def run_suites(
             raise PlanError(f"not a suite: {s!r}")
     try:  # the Python edge: values are typed already, checked here as argparse checks the command line's
         rounds = strictly_positive(rounds, "rounds")
-        threads = None if threads is None else strictly_positive(threads, "threads")
+        threads = None if threads is None else thread_count(threads, "threads")
         timeout_s = None if timeout_s is None else positive_seconds(timeout_s, "timeout_s")
     except ValueError as exc:
         raise PlanError(str(exc)) from None
