@@ -384,7 +384,10 @@ def cmd_export(args) -> int:
                       f"timings only): " + "; ".join(left_out[:5]) + (" ..." if len(left_out) > 5 else ""),
                       file=sys.stderr)
             if args.storage:
-                path = integrations.save_to_storage(doc, run, Path(args.storage))
+                try:
+                    path = integrations.save_to_storage(doc, run, Path(args.storage))
+                except OSError as exc:
+                    raise UsageError(f"--storage {args.storage} cannot be written: {exc.strerror or exc}") from None
                 print(f"harness: {len(doc['benchmarks'])} benchmarks written to {path}", file=sys.stderr)
                 return EXIT_OK
         else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -50,7 +51,26 @@ def world(tmp_path_factory):
     (empty / "records.jsonl").write_text("")
     ro = root / "readonly"
     ro.mkdir()
+    for name, edit in (("run_json_list", lambda d: (d / "run.json").write_text("[1, 2]")),
+                       ("run_json_types", _retype_run_json),
+                       ("environment_list", lambda d: (d / "environment.json").write_text("[]")),
+                       ("samples_text", _samples_as_text)):
+        shutil.copytree(root / "run_a", root / name)
+        edit(root / name)
     return root
+
+
+def _retype_run_json(folder: Path) -> None:
+    meta = json.loads((folder / "run.json").read_text())
+    meta.update(suites=5, finished=False, state="interrupted")
+    (folder / "run.json").write_text(json.dumps(meta))
+
+
+def _samples_as_text(folder: Path) -> None:
+    lines = (folder / "records.jsonl").read_text().splitlines()
+    rec = json.loads(lines[0])
+    next(iter(rec["metrics"].values()))["samples"] = "xyz"
+    (folder / "records.jsonl").write_text("\n".join([json.dumps(rec)] + lines[1:]) + "\n")
 
 
 W = "{w}"  # replaced by the world folder
@@ -96,6 +116,8 @@ BAD = [
     (["run", "--resume", f"{W}/run_a"], "has finished"),
     (["run", "attention", "--resume", f"{W}/run_a"], "--resume continues the run's own plan"),
     (["run", "attention", "--frobnicate"], "unrecognized arguments"),
+    (["run", "--resume", f"{W}/run_json_list"], "run.json is corrupt: it must hold a JSON object"),
+    (["run", "--resume", f"{W}/run_json_types"], "run.json is corrupt: suites must be an object"),
     # list
     (["list", "attentoin"], "unknown suite"),
     (["list", "no/such/dir/"], "no such suite file or folder"),
@@ -112,6 +134,11 @@ BAD = [
     (["export", f"{W}/run_a", "-o", f"{W}"], "is a folder"),
     (["export", f"{W}/run_a", "-o", f"{W}/readonly/out.md"], "cannot be written"),
     (["export", f"{W}/a_file.txt"], "neither a run folder nor a baseline file"),
+    (["export", f"{W}/run_json_list"], "run.json is corrupt: it must hold a JSON object, not a list"),
+    (["export", f"{W}/run_json_types"], "run.json is corrupt: suites must be an object, not a whole number"),
+    (["export", f"{W}/samples_text"], "metric samples must be a list of numbers"),
+    (["export", f"{W}/run_a", "--format", "pytest-benchmark", "--storage", f"{W}/a_file.txt"],
+     "a_file.txt cannot be written: Not a directory"),
     # compare
     (["compare", f"{W}/run_a", f"{W}/missing"], "no such run folder"),
     (["compare", f"{W}/run_a", "no-such-baseline"], "unknown baseline"),
@@ -129,12 +156,15 @@ BAD = [
     (["compare", f"{W}/run_a", f"{W}/run_b", "--quality-atol", "nan"], "--quality-atol must be a finite number"),
     (["compare", f"{W}/run_a", f"{W}/run_b", "-o", f"{W}/no/such/dir/c.md"], "does not exist"),
     (["compare", f"{W}/run_a"], "the following arguments are required"),
+    (["compare", f"{W}/run_a", f"{W}/environment_list"], "environment.json is corrupt: it must hold a JSON object"),
+    (["compare", f"{W}/samples_text", f"{W}/run_b"], "metric samples must be a list of numbers"),
     # baseline
     (["baseline", "save", f"{W}/run_a", "--name", "bad name"], "bad baseline name"),
     (["baseline", "save", f"{W}/run_a", "--name", "x", "--dir", f"{W}/a_file.txt"], "is not a folder"),
     (["baseline", "save", f"{W}/missing", "--name", "x", "--dir", f"{W}/bl"], "no such run folder"),
     (["baseline", "save", f"{W}/empty_run", "--name", "x", "--dir", f"{W}/bl"], "holds no records"),
     (["baseline", "save", f"{W}/run_a"], "the following arguments are required"),
+    (["baseline", "save", f"{W}/run_a", "--name", "x" * 300, "--dir", f"{W}/bl"], "(300 characters): use at most 100"),
     (["baseline"], "baseline needs a subcommand"),
     # report
     (["report", f"{W}/missing"], "no such run folder"),
@@ -142,6 +172,7 @@ BAD = [
     (["report", f"{W}/run_a", "-o", f"{W}/no/such/dir/r.html"], "does not exist"),
     (["report", f"{W}/run_a", "-o", f"{W}"], "is a folder"),
     (["report", f"{W}/run_a", "--quality-atol", "inf"], "--quality-atol must be a finite number"),
+    (["report", f"{W}/environment_list"], "environment.json is corrupt"),
     # merge
     (["merge", f"{W}/run_a", f"{W}/run_b", "--out", ""], "--out must name a folder"),
     # no command at all / unknown command

@@ -123,9 +123,14 @@ def baseline_from_run(run_dir, name: str, allow_unfinished: bool = False) -> dic
     }
 
 
+MAX_NAME = 100  # a file name, with ".json", stays far below the file systems' 255 bytes
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name or ""):
         raise ResultsError(f"bad baseline name {name!r}: use letters, digits, '.', '_' and '-'")
+    if len(name) > MAX_NAME:
+        raise ResultsError(f"bad baseline name {name[:20]!r}... ({len(name)} characters): use at most {MAX_NAME}")
     return name
 
 

@@ -23,7 +23,8 @@ from ..key import params_text
 from ..paths import baselines_dir
 from .rounds import CaseRuns, group_runs
 from .schema import SCHEMA_VERSION, Record, ResultsError
-from .store import ENVIRONMENT_FILE, RECORDS_FILE, RUN_FILE, TruncatedRecordWarning, read_json, read_records
+from .store import (ENVIRONMENT_FIELDS, ENVIRONMENT_FILE, RECORDS_FILE, RUN_FIELDS, RUN_FILE, TruncatedRecordWarning,
+                    read_json, read_records)
 
 BASELINE_SCHEMA = "dl-harness-baseline"
 BASELINE_SCHEMA_VERSION = 3
@@ -184,7 +185,7 @@ def _load_run_folder(folder: Path, strict: bool) -> ResultSet:
         raise ResultsError(f"truncated records: {truncated[0].message}")
     if not records:
         raise ResultsError(f"{folder} holds no records")
-    meta = read_json(folder / RUN_FILE)
+    meta = read_json(folder / RUN_FILE, RUN_FIELDS)
     notes = [str(w.message) for w in caught]
     if meta and not meta.get("finished", False):
         state = meta.get("state") or "unfinished"
@@ -194,7 +195,7 @@ def _load_run_folder(folder: Path, strict: bool) -> ResultSet:
         of = f" of {planned} planned" if planned else ""
         notes.append(f"run {meta.get('run_id') or folder.name} is {state}: {len(records)} records{of}")
     return ResultSet(f"run {meta.get('run_id') or folder.name}", "run", records,
-                     read_json(folder / ENVIRONMENT_FILE), meta, notes, folder)
+                     read_json(folder / ENVIRONMENT_FILE, ENVIRONMENT_FIELDS), meta, notes, folder)
 
 
 def _pid_alive(pid: Any) -> bool:

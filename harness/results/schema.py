@@ -99,10 +99,17 @@ class MetricValue:
             raise ValueError(f"metric lacks {', '.join(missing)}")
         known = {f.name for f in fields(cls)} - {"extra"}
         kw = {k: (decode_float(v) if k in _NUMERIC_FIELDS else v) for k, v in data.items() if k in known}
-        if isinstance(kw.get("samples"), list):
-            kw["samples"] = [decode_float(v) for v in kw["samples"]]
-        if kw["value"] is not None and not isinstance(kw["value"], (int, float)):
-            raise ValueError(f"metric value must be a number, not {kw['value']!r}")
+        for name in _NUMERIC_FIELDS + ("n",):
+            v = kw.get(name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"metric {name} must be a number, not {v!r}")
+        if kw.get("samples") is not None:
+            samples = kw["samples"]
+            if not isinstance(samples, list):
+                raise ValueError(f"metric samples must be a list of numbers, not {samples!r}"[:200])
+            kw["samples"] = [decode_float(v) for v in samples]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in kw["samples"]):
+                raise ValueError("metric samples must be a list of numbers")
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**kw, extra=extra)
 

@@ -17,6 +17,45 @@ ENVIRONMENT_FILE = "environment.json"
 RUN_FILE = "run.json"
 
 
+# The fields of run.json and environment.json that the loader, resume, merge and the reports read,
+# with their JSON types (any may be null); a folder whose file has another type is corrupt.
+RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "run_id": str, "state": str, "finished": bool, "pid": int, "n_cases": int, "rounds": int, "threads": int,
+    "timeout_s": (int, float), "device": str, "profile": str, "pattern": str, "executor": str,
+    "ray_address": str, "isolate": bool, "started_at": str, "finished_at": str, "threads_source": str,
+    "argv": list, "cases": list, "variants": list, "load_failures": list,
+    "suites": dict, "suite_locations": dict, "param_overrides": dict, "status_counts": dict,
+}
+ENVIRONMENT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "device": str, "cpu_count": int, "torch_threads": int, "git": dict, "precision": dict, "nodes": dict,
+}
+# Fields holding an object whose every value has one type.
+_VALUE_TYPES = {"suites": dict, "suite_locations": list, "param_overrides": list, "nodes": dict, "cases": dict}
+
+
+def check_fields(data: dict[str, Any], types: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``data`` when each field named in ``types`` has its type (or is null); ResultsError naming the
+    file and the field otherwise."""
+    for name, kind in types.items():
+        value = data.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ResultsError(f"{path} is corrupt: {name} must be {_json_type(kind)}, not {_json_type(type(value))}")
+        inner = _VALUE_TYPES.get(name)
+        items = value.values() if isinstance(value, dict) else value
+        if inner and any(not isinstance(v, inner) for v in items):
+            raise ResultsError(f"{path} is corrupt: each entry of {name} must be {_json_type(inner)}")
+    return data
+
+
+def _json_type(kind) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "true or false", int: "a whole number",
+             float: "a number", type(None): "null"}
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return names.get(float if float in kinds else kinds[0], kinds[0].__name__)
+
+
 class TruncatedRecordWarning(UserWarning):
     """The last line of a records file was cut short (the run was killed while writing)."""
 
@@ -87,13 +126,18 @@ def read_records(path: Path) -> list[Record]:
     return records
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, types: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A run folder's JSON object file ({} when there is none), its ``types`` checked
+    (:func:`check_fields`); ResultsError with one line when it is not such an object."""
     if not Path(path).is_file():
         return {}
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ResultsError(f"{path} is corrupt: {exc}") from None
+    if not isinstance(data, dict):
+        raise ResultsError(f"{path} is corrupt: it must hold a JSON object, not {_json_type(type(data))}")
+    return check_fields(data, types or {}, path)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from ..results import (
     write_json,
 )
 from ..results.loader import _pid_alive
+from ..results.store import RUN_FIELDS
 from ..declare.suite import Suite
 from .request import (RunRequest, build_request, plan_request, positive_seconds, request_from_json, strictly_positive,
                       thread_count, usable_cores)
@@ -379,7 +380,7 @@ class RunSession:
         from ..results import RECORDS_FILE, read_records
 
         folder = Path(folder)
-        meta = read_json(folder / RUN_FILE)
+        meta = read_json(folder / RUN_FILE, RUN_FIELDS)
         if not meta:
             raise SessionError(f"{folder} is not a run folder (no {RUN_FILE})")
         if meta.get("finished"):
