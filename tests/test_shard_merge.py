@@ -13,6 +13,7 @@ from harness.measure.environment import merge_node
 from harness.plan import PlanError, parse_shard, plan_cases, shard_cases
 from harness.declare.registry import discover
 from harness.results import ResultSet, load_results
+from conftest import TOY_SUITE
 
 SWEEP = ["--param", "n=8,16,24,32,40", "--variant", "ok,skips", "--quiet", "--no-progress"]
 
@@ -68,7 +69,7 @@ def _one_line_error(capsys, argv) -> str:
 
 
 @pytest.mark.slow
-def test_overlapping_missing_or_inconsistent_shards_are_refused(toy_suite_file, tmp_path, capsys):
+def test_overlapping_missing_or_inconsistent_shards_are_refused(toy_suite_file, write_suite, tmp_path, capsys):
     def run(name, *extra):
         assert main(["run", str(toy_suite_file), *SWEEP, *extra, "--out", str(tmp_path / name)]) == 0
         capsys.readouterr()
@@ -88,6 +89,13 @@ def test_overlapping_missing_or_inconsistent_shards_are_refused(toy_suite_file, 
     capsys.readouterr()
     assert "inconsistent runs" in _one_line_error(capsys, ["merge", s1, other, "--out", out])
     assert "at least two" in _one_line_error(capsys, ["merge", s1, "--out", out])
+    toy2 = write_suite("toy2_suite", TOY_SUITE.replace('name = "toy"', 'name = "toy2"'))
+    wholes = []
+    for name, suite in (("whole_toy", toy_suite_file), ("whole_toy2", toy2)):  # same request, other suites
+        wholes.append(str(tmp_path / name))
+        assert main(["run", str(suite), "--variant", "ok", "--quiet", "--out", wholes[-1]]) == 0
+    capsys.readouterr()
+    assert "are whole runs, not shards" in _one_line_error(capsys, ["merge", *wholes, "--out", out])
     assert "no such run folder" in _one_line_error(capsys, ["merge", s1, str(tmp_path / "nope"), "--out", out])
     assert main(["merge", s1, s2, "--out", out]) == 0
     capsys.readouterr()

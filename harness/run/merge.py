@@ -1,6 +1,6 @@
 """Merge run folders (the shards of one sweep, e.g. one per CI runner) into one run folder.
 
-``harness merge RUN... --out DIR``. The runs must be parts of one sweep: finished, the same
+``harness merge RUN... --out DIR``. The runs must be the shards of one sweep: finished, the same
 request (profile, device, filters, params), the same suite declarations and the same commit; no
 case may be in two of them, and when they are shards (``--shard I/N``) every one of the N must be
 there. Anything else is refused with one line. The merged folder is an ordinary run folder:
@@ -74,6 +74,9 @@ def check_parts(runs: list[ResultSet]) -> None:
                 raise MergeError(f"overlapping runs: case {_label(case)} is in both {owner[key]} and {rs.run_id}")
             owner[key] = rs.run_id
     shards = [rs.meta.get("shard") for rs in runs]
+    if not any(shards):
+        raise MergeError(f"unrelated runs: {first.run_id} and {runs[1].run_id} are whole runs, not shards of one "
+                         f"sweep; merge joins the shards of one plan (harness run --shard I/N)")
     if any(shards):
         if not all(shards):
             plain = next(rs.run_id for rs in runs if not rs.meta.get("shard"))
