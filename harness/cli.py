@@ -504,10 +504,10 @@ def cmd_compare(args) -> int:
         raise UsageError(f"unknown format {args.format!r}{suggest(args.format, FORMATS)}")
     options = _compare_options(args)
     a, b = load_results(args.a), load_results(args.b)
+    comparison = compare(a, b, options)  # before the warnings: a refusal is one line
     for rs in (a, b):
         for w in rs.warnings:
             print(f"harness: warning: {w}", file=sys.stderr)
-    comparison = compare(a, b, options)
     text = render(comparison, args.format, changes_only=args.changes_only)
     if args.output:
         write_output(args.output, text)

@@ -54,7 +54,8 @@ def world(tmp_path_factory):
     for name, edit in (("run_json_list", lambda d: (d / "run.json").write_text("[1, 2]")),
                        ("run_json_types", _retype_run_json),
                        ("environment_list", lambda d: (d / "environment.json").write_text("[]")),
-                       ("samples_text", _samples_as_text)):
+                       ("samples_text", _samples_as_text),
+                       ("written_twice", _first_record_again)):
         shutil.copytree(root / "run_a", root / name)
         edit(root / name)
     return root
@@ -64,6 +65,11 @@ def _retype_run_json(folder: Path) -> None:
     meta = json.loads((folder / "run.json").read_text())
     meta.update(suites=5, finished=False, state="interrupted")
     (folder / "run.json").write_text(json.dumps(meta))
+
+
+def _first_record_again(folder: Path) -> None:
+    with open(folder / "records.jsonl", "a") as fh:
+        fh.write((folder / "records.jsonl").read_text().splitlines()[0] + "\n")
 
 
 def _samples_as_text(folder: Path) -> None:
@@ -158,6 +164,8 @@ BAD = [
     (["compare", f"{W}/run_a"], "the following arguments are required"),
     (["compare", f"{W}/run_a", f"{W}/environment_list"], "environment.json is corrupt: it must hold a JSON object"),
     (["compare", f"{W}/samples_text", f"{W}/run_b"], "metric samples must be a list of numbers"),
+    (["compare", f"{W}/run_a", f"{W}/written_twice"], "B (run run_a) holds 1 duplicate record (toy/base n=64)"),
+    (["report", f"{W}/run_a", "--against", f"{W}/written_twice"], "A (run run_a) holds 1 duplicate record"),
     # baseline
     (["baseline", "save", f"{W}/run_a", "--name", "bad name"], "bad baseline name"),
     (["baseline", "save", f"{W}/run_a", "--name", "x", "--dir", f"{W}/a_file.txt"], "is not a folder"),
@@ -259,6 +267,51 @@ def test_a_report_that_cannot_be_written_is_one_line(world, tmp_path, monkeypatc
     err = capsys.readouterr().err
     assert err.strip() == f"harness: error: --output {tmp_path / 'r.html'} cannot be written: No space left on device"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_written_twice_or_holding_unplanned_cases_is_named_and_not_resumed(toy_suite_file, tmp_path, capsys):
+    """Records appended again (10x slower) or of a variant the plan does not hold: the loader says
+    so, compare refuses the duplicates, --resume refuses both."""
+    from harness.results import load_results
+
+    def interrupted_copy(name: str, extra: dict) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(tmp_path / "run", folder)
+        meta = json.loads((folder / "run.json").read_text())
+        meta.update(finished=False, state="interrupted")
+        (folder / "run.json").write_text(json.dumps(meta))
+        with open(folder / "records.jsonl", "a") as fh:
+            fh.write(json.dumps(extra) + "\n")
+        return folder
+
+    assert main(["run", str(toy_suite_file), "--variant", "ok", "--param", "n=8,16", "--quiet", "--no-progress",
+                 "--out", str(tmp_path / "run")]) == 0
+    first = json.loads((tmp_path / "run" / "records.jsonl").read_text().splitlines()[0])
+    slower = json.loads(json.dumps(first))
+    for m in slower["metrics"].values():
+        if m["kind"] == "time":
+            m["value"] *= 10
+    twice = interrupted_copy("twice", slower)
+    stray = json.loads(json.dumps(first))
+    stray["variant"] = stray["key"]["variant"] = "raises"
+    unplanned = interrupted_copy("unplanned", stray)
+    capsys.readouterr()
+
+    rs = load_results(twice)
+    assert len(rs.duplicates) == 1 and not rs.unplanned
+    assert any("1 duplicate record of a case and round (toy/ok n=8)" in w for w in rs.warnings)
+    rs = load_results(unplanned)
+    assert len(rs.unplanned) == 1 and not rs.duplicates
+    assert any("1 record of cases not in its plan (toy/raises n=8)" in w for w in rs.warnings)
+    for folder, message in ((twice, "holds 1 duplicate record of a case and round"),
+                            (unplanned, "holds 1 record of cases not in its plan")):
+        before = _snapshot(tmp_path)
+        assert main(["run", "--resume", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"cannot resume {folder}: records.jsonl {message}" in err
+        assert _snapshot(tmp_path) == before
+    assert main(["compare", str(tmp_path / "run"), str(twice)]) == 2
+    assert "holds 1 duplicate record" in capsys.readouterr().err
 
 
 def test_there_are_at_least_forty(world):

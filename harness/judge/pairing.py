@@ -8,6 +8,7 @@ import math
 
 from ..declare.suite import violations_text
 from ..results import FAILED_STATUSES, ResultSet, ResultsError
+from ..results.loader import stray_text
 from .stats import CompareOptions, Evidence, judge, ratio_interval
 from .verdicts import VERDICT_ORDER, Comparison, Row
 
@@ -71,6 +72,10 @@ def environment_diff(a: ResultSet, b: ResultSet) -> list[tuple[str, str, str]]:
 def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -> Comparison:
     """Compare B (new) against A (reference)."""
     options = options or CompareOptions()
+    for rs, side in ((a, "A"), (b, "B")):
+        if rs.duplicates:
+            raise CompareError(f"{side} ({rs.label}) holds {stray_text(rs.duplicates, 'duplicate record')}: its "
+                               f"folder was written twice, so which measurement counts is unknown")
     notes = check_devices(a, b, options.force)
     for name, meta_b in b.suites_meta.items():
         meta_a = a.suites_meta.get(name)

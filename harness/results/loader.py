@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..declare.suite import BandViolation, band_violations
-from ..key import params_text
+from ..key import case_ident, kv_text, params_text
 from ..paths import baselines_dir
 from .rounds import CaseRuns, group_runs
 from .schema import SCHEMA_VERSION, Record, ResultsError
@@ -49,6 +49,10 @@ class ResultSet:
     # every record as stored: several per case when the run made several rounds (``--rounds``);
     # ``records`` then holds one record per case, derived from its runs (``cases``)
     round_records: list[Record] | None = None
+    # records of a run folder that repeat a case and round already recorded (the folder was written
+    # twice), and records of cases its plan does not hold; see :func:`stray_records`
+    duplicates: list[Record] = field(default_factory=list)
+    unplanned: list[Record] = field(default_factory=list)
     cases: list[CaseRuns] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -194,8 +198,39 @@ def _load_run_folder(folder: Path, strict: bool) -> ResultSet:
         planned = meta.get("n_cases")
         of = f" of {planned} planned" if planned else ""
         notes.append(f"run {meta.get('run_id') or folder.name} is {state}: {len(records)} records{of}")
-    return ResultSet(f"run {meta.get('run_id') or folder.name}", "run", records,
-                     read_json(folder / ENVIRONMENT_FILE, ENVIRONMENT_FIELDS), meta, notes, folder)
+    run_id = meta.get("run_id") or folder.name
+    duplicates, unplanned = stray_records(records, meta.get("cases"))
+    if duplicates:
+        notes.append(f"run {run_id} holds {stray_text(duplicates, 'duplicate record', ' of a case and round')}: "
+                     f"the folder was written twice; compare refuses it")
+    if unplanned:
+        notes.append(f"run {run_id} holds {stray_text(unplanned, 'record', ' of cases not in its plan')}")
+    return ResultSet(f"run {run_id}", "run", records, read_json(folder / ENVIRONMENT_FILE, ENVIRONMENT_FIELDS),
+                     meta, notes, folder, duplicates=duplicates, unplanned=unplanned)
+
+
+def stray_records(records: Iterable[Record], planned: Iterable[Mapping[str, Any]] | None
+                  ) -> tuple[list[Record], list[Record]]:
+    """(duplicates, unplanned) of a run folder's records: each record after the first of one case and
+    round, and the records of cases not in ``planned`` (run.json's cases; None: not known)."""
+    seen: set = set()
+    duplicates: list[Record] = []
+    for r in records:
+        slot = (r.key, r.info.get("round"))
+        if slot in seen:
+            duplicates.append(r)
+        seen.add(slot)
+    if planned is None:
+        return duplicates, []
+    idents = {case_ident(c.get("suite"), c.get("variant"), c.get("params") or {}) for c in planned}
+    return duplicates, [r for r in records if r.key.ident not in idents]
+
+
+def stray_text(records: list[Record], noun: str, tail: str = "") -> str:
+    """'2 records of cases not in its plan (toy/ok n=8, ...)': how many, and the first cases."""
+    shown = sorted({f"{r.suite}/{r.key.label} {kv_text(r.key.grid_dict, ' ')}".strip() for r in records})
+    more = ", ..." if len(shown) > 2 else ""
+    return f"{len(records)} {noun}{'s' if len(records) != 1 else ''}{tail} ({', '.join(shown[:2])}{more})"
 
 
 def _pid_alive(pid: Any) -> bool:

@@ -41,7 +41,7 @@ from ..results import (
     read_json,
     write_json,
 )
-from ..results.loader import _pid_alive
+from ..results.loader import _pid_alive, stray_records, stray_text
 from ..results.store import RUN_FIELDS
 from ..declare.suite import Suite
 from .request import (RunRequest, build_request, plan_request, positive_seconds, request_from_json, strictly_positive,
@@ -402,6 +402,11 @@ class RunSession:
                       meta=meta)
         _drop_truncated_tail(folder / RECORDS_FILE)
         session.records = read_records(folder / RECORDS_FILE) if (folder / RECORDS_FILE).is_file() else []
+        duplicates, unplanned = stray_records(session.records, meta.get("cases"))
+        for strays, noun, tail in ((duplicates, "duplicate record", " of a case and round"),
+                                   (unplanned, "record", " of cases not in its plan")):
+            if strays:
+                raise SessionError(f"cannot resume {folder}: records.jsonl holds {stray_text(strays, noun, tail)}")
         return session
 
     def run_remaining(self) -> ResultSet:
