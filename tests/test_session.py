@@ -142,6 +142,7 @@ def test_a_killed_run_resumes_and_names_the_case_that_was_running(toy_suite_file
 
 def test_resume_refuses_a_changed_plan(toy_suite_file, tmp_path):
     from harness.plan import plan_cases
+    from harness.results.store import FolderBusy
     from harness.run.executors import CaseExecutor
 
     cls = toy(toy_suite_file)
@@ -153,6 +154,9 @@ def test_resume_refuses_a_changed_plan(toy_suite_file, tmp_path):
         session.run()
     resumed = RunSession.resume(tmp_path / "r")
     assert [r.variant for r in resumed.records] == ["ok"] and len(resumed.cases) == 2
+    with pytest.raises(FolderBusy, match="being written by another harness process"):
+        RunSession.resume(tmp_path / "r")  # the resumed session holds the folder until it runs or closes
+    resumed.close()
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     meta["cases"] = meta["cases"][:1]
     (tmp_path / "r" / "run.json").write_text(json.dumps(meta))
@@ -226,10 +230,12 @@ def test_run_json_holds_the_typed_request_and_resume_reads_it_back(toy_suite_fil
     resumed = RunSession.resume(tmp_path / "t")
     assert isinstance(resumed.request, RunRequest)
     assert resumed.request.param_overrides == {"n": (4, 2)} and resumed.cases == cases
+    resumed.close()
     meta["param_overrides"] = {"n": ["4", "2"]}  # as the previous version wrote it
     (tmp_path / "t" / "run.json").write_text(json.dumps(meta))
     resumed = RunSession.resume(tmp_path / "t")
     assert resumed.request.param_overrides == {"n": (4, 2)} and resumed.cases == cases
+    resumed.close()
     assert main(["run", "--resume", str(tmp_path / "t"), "--quiet", "--no-progress", "--allow-failures"]) == 0
     assert {(r.params["n"], r.info["round"]) for r in load_results(tmp_path / "t").round_records} == {
         (4, 0), (2, 0), (4, 1), (2, 1)}

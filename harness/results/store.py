@@ -56,6 +56,46 @@ def _json_type(kind) -> str:
     return names.get(float if float in kinds else kinds[0], kinds[0].__name__)
 
 
+class FolderBusy(ResultsError):
+    """Another process is writing the run folder."""
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder, held by the one process that writes it (a run, its
+    ``--resume``, a merge) until :meth:`release` or its end: ``flock`` on the folder itself, so no
+    file is left behind and a killed writer's lock goes with it. A second writer gets
+    :class:`FolderBusy` at once. Where the platform has no ``flock`` the lock is not taken."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        self._fd = os.open(self.folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.release()
+            raise FolderBusy(f"run folder {self.folder} is being written by another harness process (a run, "
+                             f"--resume or merge); wait for it to end") from None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:  # a lock nobody holds any more lets go of the folder
+        self.release()
+
+    def __enter__(self) -> "RunFolderLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class TruncatedRecordWarning(UserWarning):
     """The last line of a records file was cut short (the run was killed while writing)."""
 

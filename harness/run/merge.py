@@ -17,6 +17,7 @@ from typing import Any
 from ..key import case_ident, kv_text
 from ..measure.environment import merge_node
 from ..results import ENVIRONMENT_FILE, RUN_FILE, Record, RecordWriter, ResultSet, ResultsError, load_results, write_json
+from ..results.store import RunFolderLock
 
 # what must be equal for runs to be parts of one sweep
 REQUEST_FIELDS = ("profile", "device", "pattern", "param_overrides", "variants")
@@ -148,11 +149,14 @@ def merge_runs(folders: list[str | Path], out: str | Path) -> ResultSet:
 
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / ENVIRONMENT_FILE, environment)
-        with RecordWriter(out) as writer:
-            for record in records:
-                writer.write(record)
-        write_json(out / RUN_FILE, meta)
+        with RunFolderLock(out):
+            if any(out.iterdir()):  # another writer took the folder since the check above
+                raise MergeError(f"--out {out} already exists and is not empty; choose a new folder")
+            write_json(out / ENVIRONMENT_FILE, environment)
+            with RecordWriter(out) as writer:
+                for record in records:
+                    writer.write(record)
+            write_json(out / RUN_FILE, meta)
     except OSError as exc:
         raise MergeError(f"cannot write {out}: {exc.strerror or exc}") from None
     return load_results(out)

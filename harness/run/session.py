@@ -42,7 +42,7 @@ from ..results import (
     write_json,
 )
 from ..results.loader import _pid_alive, stray_records, stray_text
-from ..results.store import RUN_FIELDS
+from ..results.store import RUN_FIELDS, RunFolderLock
 from ..declare.suite import Suite
 from .request import (RunRequest, build_request, plan_request, positive_seconds, request_from_json, strictly_positive,
                       thread_count, usable_cores)
@@ -210,6 +210,7 @@ class RunSession:
         self.run_id = run_id or default_run_id(self.request.device)
         self.meta: dict[str, Any] = dict(meta or {})
         self.records: list[Record] = []
+        self._lock: RunFolderLock | None = None  # held from _open (or resume) to the run's end
         if meta is not None:  # continuing the run in ``folder`` (see resume)
             self.folder = Path(folder)
         elif folder is None:
@@ -236,6 +237,10 @@ class RunSession:
             self.folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise SessionError(f"cannot create run folder {self.folder}: {exc.strerror or exc}") from None
+        self._lock = RunFolderLock(self.folder)
+        if (self.folder / RUN_FILE).exists():  # another run took the folder between the check and here
+            self._release()
+            raise SessionError(f"run folder {self.folder} already exists and is not empty; choose a new folder")
         if self.request.threads is None and self.request.device == "cpu":
             threads, why = default_cpu_threads()
             self.request = replace(self.request, threads=threads, threads_source=why)
@@ -273,7 +278,19 @@ class RunSession:
         for r in self.records:
             counts[r.status] = counts.get(r.status, 0) + 1
         self.meta.update(state=state, finished=state == "finished", status_counts=counts, finished_at=_now())
-        write_json(self.folder / RUN_FILE, self.meta)
+        try:
+            write_json(self.folder / RUN_FILE, self.meta)
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Let go of the run folder without running (a resumed session that is not run on)."""
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _make_executor(self):
         from .executors import make_executor
@@ -374,12 +391,26 @@ class RunSession:
 
         The plan is made again from the request in ``run.json`` and must equal the planned
         cases stored there. Finished records stay; the case that was running when the run died
-        becomes ``crashed``; call :meth:`run_remaining` to run the rest.
+        becomes ``crashed``; call :meth:`run_remaining` to run the rest. The session holds the
+        folder's lock (:class:`RunFolderLock`) until that run ends.
         """
+        folder = Path(folder)
+        if not (folder / RUN_FILE).is_file():
+            raise SessionError(f"{folder} is not a run folder (no {RUN_FILE})")
+        lock = RunFolderLock(folder)  # before anything is read: a second --resume stops here
+        try:
+            session = cls._resume_locked(folder, progress, executor, ray_address)
+        except BaseException:
+            lock.release()
+            raise
+        session._lock = lock
+        return session
+
+    @classmethod
+    def _resume_locked(cls, folder: Path, progress: bool, executor, ray_address) -> "RunSession":
         from ..declare.registry import RegistryError, load_suite_class
         from ..results import RECORDS_FILE, read_records
 
-        folder = Path(folder)
         meta = read_json(folder / RUN_FILE, RUN_FIELDS)
         if not meta:
             raise SessionError(f"{folder} is not a run folder (no {RUN_FILE})")
