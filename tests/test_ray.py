@@ -146,7 +146,7 @@ def test_crash_and_hangs_become_records_and_the_sweep_goes_on(ray_local, spread,
     variants = ["matmul", "dies", "hangs", "stuck", "tanh"]
     os.environ["SPREAD_PREPARE_S"] = "0"
     try:
-        session = _session(cls, tmp_path / "faults", variants, timeout_s=2, kill_grace_s=2)
+        session = _session(cls, tmp_path / "faults", variants, timeout_s=5, kill_grace_s=2)
         session.run()
     finally:
         os.environ.pop("SPREAD_PREPARE_S")
