@@ -151,9 +151,10 @@ def test_crash_and_hangs_become_records_and_the_sweep_goes_on(ray_local, spread,
     finally:
         os.environ.pop("SPREAD_PREPARE_S")
     statuses = {(r.params["n"], r.variant): r.status for r in session.records}
+    why = {f"{r.variant} n={r.params['n']}": f"{r.status}: {r.reason}" for r in session.records}  # shown on failure
     assert len(statuses) == len(session.records) == 20
     for n in (8, 16, 24, 32):
-        assert statuses[(n, "matmul")] == statuses[(n, "tanh")] == "ok"
+        assert statuses[(n, "matmul")] == statuses[(n, "tanh")] == "ok", why
         assert statuses[(n, "dies")] == "crashed"
         assert statuses[(n, "hangs")] == "timeout"  # the worker's alarm
         assert statuses[(n, "stuck")] == "timeout"  # cancelled by the driver
