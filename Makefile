@@ -29,7 +29,7 @@ quick: setup
 # web libraries (installed when possible; those tests skip with the reason otherwise).
 test: setup
 	bash scripts/install-browser.sh
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # The unit tests only, in about three minutes: leaves out the tests marked slow (real asv, the
 # browser, whole-suite and command-line runs, worker processes killed or replaced, model

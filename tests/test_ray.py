@@ -101,8 +101,8 @@ def spread(write_suite):
     return path, discover(extra=[path], builtin=False).get("spread")
 
 
-def _session(cls, folder, variants, timeout_s=None, **executor_kw):
-    cases = plan_cases([cls], "quick", "cpu", only_variants=variants)
+def _session(cls, folder, variants, timeout_s=None, overrides=None, **executor_kw):
+    cases = plan_cases([cls], "quick", "cpu", overrides=overrides, only_variants=variants)
     options = RunOptions(device="cpu", profile="quick", variants=variants, timeout_s=timeout_s, executor="ray")
     executor = RayExecutor({"spread": cls}, "t", gpus_per_task=1, **executor_kw)
     return RunSession(folder, cases, {"spread": cls}, options, executor=executor)
@@ -146,14 +146,17 @@ def test_crash_and_hangs_become_records_and_the_sweep_goes_on(ray_local, spread,
     variants = ["matmul", "dies", "hangs", "stuck", "tanh"]
     os.environ["SPREAD_PREPARE_S"] = "0"
     try:
-        session = _session(cls, tmp_path / "faults", variants, timeout_s=5, kill_grace_s=2)
+        # two points (one per CPU) and a limit far above a healthy case's time even on a loaded
+        # machine, where each replaced worker imports torch again
+        session = _session(cls, tmp_path / "faults", variants, timeout_s=15, overrides={"n": [8, 16]},
+                           kill_grace_s=2)
         session.run()
     finally:
         os.environ.pop("SPREAD_PREPARE_S")
     statuses = {(r.params["n"], r.variant): r.status for r in session.records}
     why = {f"{r.variant} n={r.params['n']}": f"{r.status}: {r.reason}" for r in session.records}  # shown on failure
-    assert len(statuses) == len(session.records) == 20
-    for n in (8, 16, 24, 32):
+    assert len(statuses) == len(session.records) == 10
+    for n in (8, 16):
         assert statuses[(n, "matmul")] == statuses[(n, "tanh")] == "ok", why
         assert statuses[(n, "dies")] == "crashed"
         assert statuses[(n, "hangs")] == "timeout"  # the worker's alarm
