@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -225,10 +226,15 @@ def artifact_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
     previous holder may have removed it in between) and retries otherwise, so removing the file
     never lets two holders in. A holder that dies releases the lock with its file descriptor.
     With ``blocking=False`` a lock held elsewhere yields False at once (and nothing is held).
+    A folder or other non-regular file at ``path`` (made by mistake) is removed first.
     """
     path = Path(path)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        _repair_lock_path(path)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except IsADirectoryError:
+            continue  # a folder appeared there again, or another process is still removing it
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
@@ -254,6 +260,28 @@ def artifact_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         os.close(fd)
+
+
+def _repair_lock_path(path: Path) -> None:
+    """Remove a folder, link or other non-regular file where a lock file belongs: it would fail (or
+    misdirect) every lock, so no build could ever run. OSError naming ``path`` when it cannot go."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISREG(mode):
+        return
+    what = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+    try:
+        if stat.S_ISDIR(mode):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
+    except FileNotFoundError:
+        return  # another process removed it first
+    except OSError as exc:
+        raise OSError(f"cache lock {path} is {what} and cannot be removed ({exc.strerror or exc}); "
+                      "remove it by hand") from None
 
 
 # --------------------------------------------------------------------------- the cache

@@ -17,6 +17,7 @@ from .present import export as export_mod
 from .plan import PlanError, merge_param_items, parse_param_item
 from .declare.registry import Registry, RegistryError, discover, suggest
 from .results import FAILED_STATUSES, ResultsError, load_results
+from .results.store import StoreWriteError
 from .run.request import as_shard, positive_seconds, strictly_positive, thread_count
 from .run.session import RunTerminated
 
@@ -85,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--variant", action="append", metavar="NAME[,NAME]", help="only these variants (repeatable)")
     run.add_argument("--param", action="append", type=_typed(parse_param_item), metavar="NAME=V1,V2",
                      help="override a param's values (repeatable)")
-    run.add_argument("--isolate", action="store_true", help="run each case in a worker process")
+    run.add_argument("--isolate", action="store_true",
+                     help="run each case in a worker process, killed at the time limit (a crash or hang costs one case)")
+    run.add_argument("--worker-per-case", action="store_true",
+                     help="like --isolate, with a fresh worker process for every case")
+    run.add_argument("--no-supervisor", dest="supervise", action="store_false",
+                     help="run the cases in this process (default: in one child process that a thin parent "
+                          "replaces when a case crashes or hangs where its alarm cannot reach)")
     run.add_argument("--executor", default="local", choices=("local", "ray"),
                      help="local: this machine (default); ray: one Ray task per grid point over a cluster "
                           "or an embedded local Ray (needs the extra dl-harness[ray])")
@@ -155,12 +162,17 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"harness: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except StoreWriteError as exc:  # a full disk where no command names it more closely: one line
+        if debug:
+            traceback.print_exc()
+        print(f"harness: error: cannot write {exc.filename}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print("harness: interrupted", file=sys.stderr)
         return 130
-    except RunTerminated:
-        print("harness: terminated (SIGTERM)", file=sys.stderr)
-        return 143
+    except RunTerminated as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     except BrokenPipeError:  # the reader closed the pipe (e.g. `harness baseline list | head -1`)
         _silence_stdout()
         return EXIT_OK
@@ -208,10 +220,17 @@ def check_output(path: str) -> Path:
 
 
 def write_output(path: str, text: str) -> None:
-    """Write a command's output file, or one clear line saying why it cannot be written."""
+    """Write a command's output file whole, or one clear line saying why it cannot be written (a full
+    disk leaves no partial file and no temporary one; an existing file stays as it was). A target
+    that is not a regular file (a pipe, a device) is written through."""
+    from .results.store import write_file_atomic
+
     target = check_output(path)
     try:
-        target.write_text(text, encoding="utf-8")
+        if target.exists() and not target.is_file():
+            target.write_text(text, encoding="utf-8")
+        else:
+            write_file_atomic(target.resolve(), text)
     except OSError as exc:
         raise UsageError(f"--output {path} cannot be written: {exc.strerror or exc}") from None
 
@@ -303,8 +322,9 @@ def cmd_run(args) -> int:
     request = build_request(
         selected, profile=args.profile, device=args.device, pattern=args.pattern,
         params=merge_param_items(args.param), variants=_variant_names(args.variant), isolate=args.isolate,
-        executor=args.executor, ray_address=args.ray_address, shard=args.shard, timeout_s=args.timeout,
-        threads=args.threads, rounds=args.rounds, progress=not args.no_progress, argv=args.argv,
+        supervise=args.supervise, worker_per_case=args.worker_per_case, executor=args.executor,
+        ray_address=args.ray_address, shard=args.shard, timeout_s=args.timeout, threads=args.threads,
+        rounds=args.rounds, progress=not args.no_progress, argv=args.argv,
     )
     session = RunSession(Path(args.out) if args.out else None, plan_request(request, selected),
                          {c.suite_name(): c for c in selected}, request, load_failures=failures)
@@ -430,9 +450,12 @@ def _add_history_commands(sub, run) -> None:
     save.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
                       help="run folder(s); the rounds of several runs become the baseline's rounds")
     save.add_argument("--name", required=True, help="baseline name (letters, digits, '.', '_', '-')")
-    save.add_argument("--dir", help="baselines folder (default: $HARNESS_BASELINES_DIR or the project's baselines/)")
+    save.add_argument("--dir", help="baselines folder (default: $HARNESS_BASELINES_DIR, else baselines/ in the "
+                                    "current folder, created)")
     save.add_argument("--force", action="store_true", help="replace an existing baseline of that name")
-    bsub.add_parser("list", help="list the stored baselines")
+    lst = bsub.add_parser("list", help="list the baselines a name finds, folder by folder in lookup order: names on "
+                                       "stdout (NAME: device, cases, profile), folder headers on stderr")
+    lst.add_argument("--dir", help="look in this folder first")
     cmp_ = sub.add_parser("compare", help="compare B against A (run folders or baseline names); exit 1 on regression")
     cmp_.add_argument("a", metavar="A", help="reference: run folder, baseline name or baseline file")
     cmp_.add_argument("b", metavar="B", help="new results: run folder, baseline name or baseline file")
@@ -480,18 +503,31 @@ def _compare_against(against, results, args) -> int:
 
 
 def cmd_baseline(args) -> int:
-    from .results.baseline import baselines_dir, list_baselines, save_baseline
+    from .results.baseline import save_baseline, searched_folders
+    from .results.loader import load_baseline_file
 
     if args.baseline_command == "save":
         path = save_baseline(args.run_dir if len(args.run_dir) > 1 else args.run_dir[0], args.name, Path(args.dir) if args.dir else None, force=args.force)
         print(f"harness: baseline {args.name!r} written to {path}", file=sys.stderr)
         return EXIT_OK
     if args.baseline_command == "list":
-        for name in list_baselines():
-            rs = load_results(name)
-            print(f"{name}: {rs.describe_device()}, {len(rs.records)} cases, profile {rs.meta.get('profile')}")
-        if not list_baselines():
-            print(f"no baselines in {baselines_dir()}", file=sys.stderr)
+        if args.dir and Path(args.dir).exists() and not Path(args.dir).is_dir():
+            raise UsageError(f"--dir {args.dir} is not a folder")
+        first: dict[str, Path] = {}  # name -> the file a lookup by name finds
+        for folder in searched_folders(Path(args.dir) if args.dir else None):
+            sys.stdout.flush()  # headers and names stay in order when both go to one place
+            none = "" if folder.names else (" none" if folder.exists else " none (no such folder)")
+            print(f"harness: baselines in {folder.path} ({folder.origin}):{none}", file=sys.stderr, flush=True)
+            for name in folder.names:
+                path = folder.path / f"{name}.json"
+                try:
+                    rs = load_baseline_file(path)
+                    text = f"{rs.describe_device()}, {len(rs.records)} cases, profile {rs.meta.get('profile')}"
+                except ResultsError as exc:
+                    text = f"unreadable ({exc})"
+                hidden = f" (hidden by {first[name]})" if name in first else ""
+                first.setdefault(name, path)
+                print(f"{name}: {text}{hidden}")
         return EXIT_OK
     raise UsageError("baseline needs a subcommand: save or list")
 

@@ -9,7 +9,8 @@
 #      ran out of memory, timed out or crashed; 2 when a step failed; else 0.
 # Every artifact is written before the exit code is decided, so a red night still has them.
 #
-# Settings (environment): PROFILE (nightly), DEVICE (auto), BASELINE (a name under baselines/
+# Settings (environment): PROFILE (nightly), DEVICE (auto), BASELINE (a name, looked up in
+# $HARNESS_BASELINES_DIR, ./baselines/, then the shipped baselines/ as `harness baseline list` shows,
 # or a path; default <cpu|gpu>-<PROFILE>, skipped when absent), OUT (run folder),
 # ARTIFACTS (results/nightly-artifacts), ASV_MACHINE (this host's name), SUITES (names, space-
 # separated, or suite files; default all), THREADS (torch CPU threads; default 1 on DEVICE=cpu, as

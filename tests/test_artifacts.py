@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import textwrap
 import time
@@ -127,6 +128,64 @@ def test_corruption_is_detected_and_rebuilt(tmp_path, kind):
     assert art.verify_artifact(maker.folder) is None
     assert maker.get()[1]["cache"] == "reused"
     assert _leftovers(tmp_path) == []
+
+
+def _folder_with_a_file(lock: Path) -> None:
+    lock.mkdir()
+    (lock / "stray.txt").write_text("left here by mistake")
+
+
+LOCK_PATH_JUNK = {
+    "empty folder": lambda lock: lock.mkdir(),
+    "folder with a file": _folder_with_a_file,
+    "fifo": lambda lock: os.mkfifo(lock),
+    "dangling link": lambda lock: lock.symlink_to(lock.parent / "nowhere"),
+}
+
+
+@pytest.mark.parametrize("kind", list(LOCK_PATH_JUNK))
+@pytest.mark.parametrize("artifact", ["missing", "corrupt"])
+def test_a_lock_path_that_is_no_file_is_repaired(tmp_path, kind, artifact):
+    """A folder (or fifo, or link) where the lock file belongs failed every build with
+    IsADirectoryError and was never repaired: the lock removes it and is a plain file again."""
+    maker = Maker(tmp_path)
+    if artifact == "corrupt":
+        maker.get()
+        _garbage(maker.folder)
+    lock = tmp_path / f".{maker.folder.name}.lock"
+    LOCK_PATH_JUNK[kind](lock)
+    held = []
+
+    def build(folder):
+        held.append(lock.is_file() and not lock.is_symlink())  # the build runs holding the lock
+        return maker.build(folder)
+
+    value, info = art.cached_artifact("toy", CONFIG, build, Maker.load, root=tmp_path)
+    assert held == [True] and info["cache"] == ("built" if artifact == "missing" else "rebuilt: weights.bin "
+                                                                                     "does not match its checksum")
+    assert value == Maker.load(maker.folder) and art.verify_artifact(maker.folder) is None
+    assert not (tmp_path / "nowhere").exists()  # the link's target was never created
+    assert maker.get()[1]["cache"] == "reused"
+    assert _leftovers(tmp_path) == []
+    with art.artifact_lock(lock) as taken:
+        assert taken is True and lock.is_file()
+
+
+def test_a_lock_folder_that_cannot_be_removed_is_one_clean_error(tmp_path, monkeypatch):
+    maker = Maker(tmp_path)
+    lock = tmp_path / f".{maker.folder.name}.lock"
+    _folder_with_a_file(lock)
+
+    def refuse(path, *args, **kwargs):  # as for a folder owned by another user (root removes anything)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(art.shutil, "rmtree", refuse)
+    with pytest.raises(OSError) as caught:
+        maker.get()
+    message = str(caught.value)
+    assert type(caught.value) is OSError and "\n" not in message
+    assert message == f"cache lock {lock} is a folder and cannot be removed (Permission denied); remove it by hand"
+    assert maker.builds == 0 and lock.is_dir()
 
 
 def test_unloadable_artifact_is_rebuilt(tmp_path):

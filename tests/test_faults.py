@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -45,7 +46,8 @@ class Faults(Suite):
                 "nightly": Profile()}
     reference = "ok"
     metrics = [Metric("quality", "", "lower", "a quality number"),
-               Metric("state_ok", "", "higher", "1 when torch's global state is the default")]
+               Metric("state_ok", "", "higher", "1 when torch's global state is the default"),
+               Metric("process_ok", "", "higher", "1 when cwd, environment and stdout are the run's own")]
 
     def prepare(self, params, device):
         return torch.ones(params["n"], params["n"])
@@ -133,6 +135,25 @@ class Faults(Suite):
         return Workload(lambda: x @ x, metrics={"state_ok": 1.0 if ok else 0.0})
 
     @variant()
+    def changes_process(self, x, params):
+        import io
+        import sys
+
+        os.chdir(os.environ["FAULTS_ELSEWHERE"])
+        os.environ["FAULTS_LEAK"] = "1"
+        sys.stdout = io.StringIO()
+        return Workload(lambda: x @ x)
+
+    @variant()
+    def checks_process(self, x, params):
+        import io
+        import sys
+
+        ok = (os.getcwd() == os.environ["FAULTS_CWD"] and "FAULTS_LEAK" not in os.environ
+              and not isinstance(sys.stdout, io.StringIO))
+        return Workload(lambda: x @ x, metrics={"process_ok": 1.0 if ok else 0.0})
+
+    @variant()
     def ok_after(self, x, params):
         return self._ok(x)
 '''
@@ -196,6 +217,9 @@ IN_PROCESS = {
 }
 ISOLATED = {**IN_PROCESS, "hang_c": "timeout", "segfault": "crashed", "exits": "crashed", "child_hangs": "timeout",
             "ok_after": "ok"}
+# what a crash or a hang may cost a run: in a worker or the supervised child, one case
+ORDER = ["ok", "segfault", "raises", "hang_c", "oom_torch", "exits", "oom_cuda_message", "child_hangs",
+         "oom_cpu_allocator", "hang_python", "nan_quality", "inf_quality", "leaks", "checks_state", "ok_after"]
 
 
 def _check(records, expected):
@@ -217,15 +241,19 @@ def test_in_process(faults, tag, tmp_path):
     assert math.isnan(next(r for r in stored.records if r.variant == "nan_quality").metrics["quality"].value)
 
 
-def test_isolated(faults, tag, tmp_path):
+@pytest.mark.parametrize("mode", ["supervised", "isolated"])
+def test_every_fault_is_one_record_and_the_run_goes_on(faults, tag, tmp_path, mode):
     _, cls = faults
-    order = ["ok", "segfault", "raises", "hang_c", "oom_torch", "exits", "oom_cuda_message", "child_hangs",
-             "oom_cpu_allocator", "hang_python", "nan_quality", "inf_quality", "leaks", "checks_state", "ok_after"]
-    records = run_cases(cases(cls, *order), {"faults": cls}, tmp_path / "run", timeout_s=5.0, isolate=True,
-                        threads=FAULT_RUN_THREADS)
+    records = run_cases(cases(cls, *ORDER), {"faults": cls}, tmp_path / "run", timeout_s=3.0,
+                        isolate=mode == "isolated", supervise=mode == "supervised", threads=FAULT_RUN_THREADS)
     _check(records, ISOLATED)
     by = {r.variant: r for r in records}
     assert "SIGSEGV" in by["segfault"].reason and "code 3" in by["exits"].reason
+    if mode == "supervised":
+        # the child's own alarm ends a Python hang (the child goes on); only the C hang is killed
+        assert "killed" not in by["hang_python"].reason
+        assert "did not stop at the alarm" in by["hang_c"].reason
+    assert all(r.info["worker_overhead_ms"] >= 0 for r in records if r.status in ("ok", "failed", "oom"))
 
 
 def _harness(*args, **kw):
@@ -233,11 +261,11 @@ def _harness(*args, **kw):
                             stderr=subprocess.PIPE, text=True, **kw)
 
 
-def test_in_process_crash_is_recorded_when_resumed(faults, tag, tmp_path):
+def test_without_the_supervisor_a_crash_is_recorded_when_resumed(faults, tag, tmp_path):
     path, _ = faults
     out = tmp_path / "run"
     p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,segfault,ok_after", "--out", str(out),
-                 "--quiet", "--no-progress")
+                 "--no-supervisor", "--quiet", "--no-progress")
     _, err = p.communicate(timeout=300)
     assert p.returncode == -signal.SIGSEGV
     assert "running case faults/segfault n=8" in err  # the fault handler's traceback names the case
@@ -325,3 +353,126 @@ def test_a_broken_file_beside_a_good_one(faults, tag, tmp_path, write_suite):
     p = _harness("list", str(folder))
     listing, err = p.communicate(timeout=300)
     assert p.returncode == 1 and "faults:" in listing and "broken.py failed to load" in err
+
+
+# --------------------------------------------------------------------------- items of the fault matrix,
+# each as a user meets it on the command line: the default run (its cases in a supervised child
+# process) and --isolate
+MODES = {"default": [], "isolated": ["--isolate"]}
+
+
+def _ended(p: subprocess.Popen, timeout: float = 300) -> tuple[str, str]:
+    """The run's output once it ends; a run that does not end is killed and fails the test."""
+    try:
+        return p.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.communicate()
+        raise AssertionError(f"the run did not end within {timeout:g} s") from None
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)],
+                         ids=["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_ends_the_run_interrupted_and_blames_no_case(faults, tag, tmp_path, monkeypatch, mode, sig, code):
+    path, _ = faults
+    mark = tmp_path / "hanging"
+    monkeypatch.setenv("FAULTS_HANG_MARK", str(mark))
+    out = tmp_path / "run"
+    p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_python,ok_after", "--out", str(out),
+                 "--timeout", "120", "--quiet", "--no-progress", *MODES[mode])
+    _wait_for_the_hang(mark, p)
+    p.send_signal(sig)
+    _, err = _ended(p, 120)
+    assert p.returncode == code, err
+    assert "Traceback" not in err
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["state"] == "interrupted"
+    # the case that was running has no record: --resume runs it again
+    assert [r.variant for r in load_results(out, strict=False).records] == ["ok"]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_hang_in_c_a_segfault_and_an_exit_cost_one_case_each(faults, tag, tmp_path, mode):
+    path, _ = faults
+    out = tmp_path / "run"
+    p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_c,segfault,exits,ok_after",
+                 "--out", str(out), "--timeout", "3", "--quiet", "--no-progress", *MODES[mode])
+    _, err = _ended(p)
+    assert p.returncode == 1, err  # failures, no usage error
+    run = load_results(out)
+    assert run.finished and not run.duplicates
+    assert [(r.variant, r.status) for r in run.records] == [
+        ("ok", "ok"), ("hang_c", "timeout"), ("segfault", "crashed"), ("exits", "crashed"), ("ok_after", "ok")]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_two_resumes_of_one_killed_run_run_each_case_once(faults, tag, tmp_path, monkeypatch, mode):
+    path, _ = faults
+    mark = tmp_path / "hanging"
+    monkeypatch.setenv("FAULTS_HANG_MARK", str(mark))
+    out = tmp_path / "run"
+    p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_python,raises,ok_after",
+                 "--out", str(out), "--timeout", "3", "--quiet", "--no-progress", *MODES[mode])
+    _wait_for_the_hang(mark, p)
+    p.kill()
+    _ended(p, 60)
+    monkeypatch.delenv("FAULTS_HANG_MARK")
+    resumes = [_harness("run", "--resume", str(out), "--quiet", "--no-progress") for _ in range(2)]
+    ended = [_ended(q) for q in resumes]
+    codes = sorted(q.returncode for q in resumes)
+    assert codes == [1, 2], ended  # one resume ran the rest (with failures); the other was refused
+    refused = ended[[q.returncode for q in resumes].index(2)][1].strip()
+    assert len(refused.splitlines()) == 1 and "is being written by another harness process" in refused
+    run = load_results(out)
+    assert run.finished and not run.duplicates
+    got = [(r.variant, r.status) for r in run.records]
+    # the case the killed run was in is blamed once (crashed); every other case ran once
+    assert sorted(got) == [("hang_python", "crashed"), ("ok", "ok"), ("ok_after", "ok"), ("raises", "failed")], got
+
+
+LEAK_MODES = {**MODES, "worker-per-case": ["--worker-per-case"], "no-supervisor": ["--no-supervisor"]}
+
+
+@pytest.mark.parametrize("mode", LEAK_MODES)
+def test_a_variant_that_moves_cwd_environment_and_stdout_leaks_nothing(faults, tag, tmp_path, monkeypatch, mode):
+    path, _ = faults
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("FAULTS_ELSEWHERE", str(elsewhere))
+    monkeypatch.setenv("FAULTS_CWD", str(tmp_path))
+    # a relative --out: the run writes where it was started, whatever a variant does to the cwd
+    p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,changes_process,checks_process,ok_after",
+                 "--out", "run", "--quiet", "--no-progress", *LEAK_MODES[mode], cwd=tmp_path)
+    _, err = _ended(p)
+    assert p.returncode == 0, err
+    run = load_results(tmp_path / "run")
+    assert run.finished and [r.status for r in run.records] == ["ok"] * 4
+    by = {r.variant: r for r in run.records}
+    assert by["checks_process"].metrics["process_ok"].value == 1.0, "cwd, environment or stdout leaked"
+    if mode != "worker-per-case":  # a fresh worker has nothing to put back
+        assert set(by["changes_process"].info["restored_process_state"]) == {"cwd", "environ", "streams"}
+    assert not any(elsewhere.iterdir())
+
+
+def test_a_suite_a_child_cannot_load_runs_in_this_process_with_a_note(tmp_path, capsys):
+    from harness import Metric, Profile, Suite, Timing, Workload, run_suites, variant
+
+    class Local(Suite):  # defined in a function: a child process cannot import it
+        name = "local"
+        grid = {"n": [4]}
+        profiles = {"quick": Profile(timing=Timing(warmup_s=0, budget_s=0.01, min_runs=2))}
+        metrics = [Metric("pid", "", "higher", "the process that ran the case")]
+
+        def prepare(self, params, device):
+            return params["n"]
+
+        @variant()
+        def pid(self, n, params):
+            return Workload(lambda: n * n, metrics={"pid": float(os.getpid())})
+
+    run = run_suites([Local], out=tmp_path / "run")
+    assert [r.status for r in run.records] == ["ok"]
+    err = capsys.readouterr().err
+    assert "suite local cannot be loaded by a child process" in err and "without a supervisor" in err
+    assert run.records[0].metrics["pid"].value == os.getpid()

@@ -131,3 +131,51 @@ def test_per_item_latency_is_the_measured_latency_divided_by_items(write_suite):
     lat, per = record.metrics["latency"], record.metrics["latency_per_image"]
     assert per.value == lat.median / 8 and per.iqr == lat.iqr / 8 and per.n == lat.n
     assert per.samples == [s / 8 for s in lat.samples] and per.unit == "ms"
+
+
+MOVER = '''
+import io
+import os
+import signal
+import sys
+
+import torch
+
+from harness import Profile, Suite, Timing, Workload, variant
+
+
+class Mover(Suite):
+    name = "mover"
+    grid = {"n": [4]}
+    profiles = {"quick": Profile(timing=Timing(warmup_s=0, budget_s=0.005, min_runs=2))}
+
+    def prepare(self, params, device):
+        return torch.ones(params["n"])
+
+    @variant()
+    def moves(self, x, params):
+        os.chdir(os.environ["MOVER_ELSEWHERE"])
+        os.environ["MOVER_LEAK"] = "1"
+        del os.environ["MOVER_KEEP"]
+        sys.stdout = io.StringIO()
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        return Workload(lambda: x + 1)
+'''
+
+
+def test_a_case_puts_back_cwd_environment_streams_and_signal_mask(write_suite, tmp_path, monkeypatch):
+    import os
+    import signal
+    import sys
+
+    from harness.run.executors import CaseExecutor
+
+    cls = discover(extra=[write_suite("mover", MOVER)], builtin=False).get("mover")
+    monkeypatch.setenv("MOVER_ELSEWHERE", str(tmp_path))
+    monkeypatch.setenv("MOVER_KEEP", "kept")
+    before = (os.getcwd(), sys.stdout, signal.pthread_sigmask(signal.SIG_BLOCK, []))
+    record = CaseExecutor({"mover": cls}).run(cases_for(cls, "moves")[0], timeout_s=30)
+    assert record.status == "ok", record.reason
+    assert set(record.info["restored_process_state"]) == {"cwd", "environ", "streams", "signal_mask"}
+    assert (os.getcwd(), sys.stdout, signal.pthread_sigmask(signal.SIG_BLOCK, [])) == before
+    assert "MOVER_LEAK" not in os.environ and os.environ["MOVER_KEEP"] == "kept"

@@ -111,14 +111,14 @@ def test_run_folder_rules(toy_suite_file, tmp_path):
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_names_the_case_that_was_running(toy_suite_file, tmp_path):
-    """In-process, a case that kills the process takes the run down; --resume records it as
-    crashed and finishes the rest with the same plan."""
+    """In this process (--no-supervisor), a case that kills the process takes the run down;
+    --resume records it as crashed and finishes the rest with the same plan."""
     import subprocess
     import sys
 
     out = tmp_path / "killed"
     argv = [sys.executable, "-m", "harness", "run", str(toy_suite_file), "--device", "cpu",
-            "--variant", "ok,dies,skips", "--out", str(out), "--no-progress", "--quiet"]
+            "--variant", "ok,dies,skips", "--out", str(out), "--no-supervisor", "--no-progress", "--quiet"]
     first = subprocess.run(argv, capture_output=True, text=True, timeout=300)
     assert first.returncode == -9  # the 'dies' variant SIGKILLs its own process
     meta = json.loads((out / "run.json").read_text())

@@ -51,8 +51,17 @@ def store_peaks(key: str, peaks: dict[str, Any], path: Path | None = None) -> Pa
     machines = load_peaks(path)
     machines[key] = {**peaks, "measured_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"schema": SCHEMA, "machines": machines}, indent=1, sort_keys=True))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps({"schema": SCHEMA, "machines": machines}, indent=1, sort_keys=True))
+        tmp.replace(path)
+    except OSError as exc:  # a full disk: no temporary file left, the stored peaks as they were
+        from ..paths import StoreWriteError
+
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise StoreWriteError(exc.errno, exc.strerror or str(exc), str(path)) from None
     return path
 
 
@@ -110,8 +119,11 @@ def cpu_info() -> dict[str, Any]:
             tmp = path.with_suffix(f".tmp{os.getpid()}")
             tmp.write_text(json.dumps(info, sort_keys=True))
             tmp.replace(path)
-        except OSError:
-            pass
+        except OSError:  # a cache: a full disk leaves no temporary file, and no error
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
     return info
 
 

@@ -182,12 +182,18 @@ def pytest_benchmark_json(rs: ResultSet) -> tuple[dict[str, Any], list[str]]:
 def save_to_storage(doc: dict[str, Any], rs: ResultSet, storage: Path) -> Path:
     """Write ``doc`` as the next ``NNNN_<run-id>.json`` under ``storage/<machine-id>/``, the layout
     ``pytest-benchmark compare --storage`` reads."""
+    from ..results.store import make_folder, remove_made_folder, write_file_atomic
+
     folder = Path(storage) / machine_id(rs)
-    folder.mkdir(parents=True, exist_ok=True)
+    made = make_folder(folder)
     numbers = [int(p.name[:4]) for p in folder.glob("[0-9][0-9][0-9][0-9]_*.json")]
     name = re.sub(r"[^A-Za-z0-9_.-]", "_", rs.run_id)
     path = folder / f"{max(numbers, default=0) + 1:04d}_{name}.json"
-    path.write_text(json.dumps(doc, indent=4, allow_nan=False) + "\n", encoding="utf-8")
+    try:  # whole or not at all (a full disk leaves no partial file)
+        write_file_atomic(path, json.dumps(doc, indent=4, allow_nan=False) + "\n")
+    except OSError:
+        remove_made_folder(made)
+        raise
     return path
 
 

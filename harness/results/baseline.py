@@ -1,5 +1,9 @@
 """Baselines: a run's summary kept under ``baselines/NAME.json`` to compare later runs against.
 
+``harness baseline save`` writes into ``--dir``, else ``$HARNESS_BASELINES_DIR``, else the current
+folder's ``baselines/``. A name is looked up in the folders of :func:`baseline_folders` (``--dir``,
+``$HARNESS_BASELINES_DIR``, the current folder's ``baselines/``, the shipped ones); first hit wins.
+
 A baseline holds, per case, the status and every metric with its value, unit, direction and
 kind, the timing statistics (median, IQR, sample count) and the timing samples (at most
 :data:`MAX_SAMPLES`, evenly spaced order statistics where there were more), plus the
@@ -11,19 +15,20 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..paths import baselines_dir
+from ..paths import baseline_folders, baselines_dir
 from .loader import BASELINE_SCHEMA, BASELINE_SCHEMA_VERSION, ResultSet, load_results
 from .schema import MetricValue, ResultsError
-from .store import write_json
+from .store import make_folder, remove_made_folder, write_json
 
 MAX_SAMPLES = 101  # odd: the middle order statistic is the median
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
-__all__ = ["MAX_SAMPLES", "baseline_from_run", "baselines_dir", "check_name", "list_baselines",
-           "load_results", "save_baseline", "thin_samples"]
+__all__ = ["MAX_SAMPLES", "BaselineFolder", "baseline_folders", "baseline_from_run", "baselines_dir", "check_name",
+           "list_baselines", "load_results", "save_baseline", "searched_folders", "thin_samples"]
 
 
 def thin_samples(samples: list[float], limit: int = MAX_SAMPLES) -> list[float]:
@@ -138,19 +143,44 @@ def save_baseline(run_dir, name: str, folder: Path | None = None, force: bool = 
     """Write ``<folder>/NAME.json`` from a run folder (or several: a list); refuses to overwrite (or to save an
     unfinished run) unless ``force``."""
     check_name(name)
-    folder = Path(folder) if folder else baselines_dir()
+    try:
+        folder = Path(folder) if folder else baselines_dir()
+    except OSError as exc:  # the current folder was removed
+        raise ResultsError(f"no baselines folder: the current folder is gone ({exc.strerror or exc}); pass --dir") from None
     if folder.exists() and not folder.is_dir():
         raise ResultsError(f"baselines folder {folder} is not a folder")
     path = folder / f"{name}.json"
     if path.exists() and not force:
         raise ResultsError(f"baseline {name!r} already exists at {path}; pass --force to replace it")
     doc = baseline_from_run(run_dir, name, allow_unfinished=force)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(path, doc)
+    made = None
+    try:
+        made = make_folder(folder)
+        write_json(path, doc)  # whole or not at all: an existing baseline stays as it was
+    except OSError as exc:  # a full disk, a read-only folder: one line, nothing left behind
+        remove_made_folder(made)
+        raise ResultsError(f"cannot write baseline {path}: {exc.strerror or exc}") from None
     return path
 
 
 def list_baselines(folder: Path | None = None) -> list[str]:
+    """The baseline names in one folder (default: where ``baseline save`` writes), sorted."""
     folder = Path(folder) if folder else baselines_dir()
-    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    return sorted(p.stem for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
+
+
+@dataclass(frozen=True)
+class BaselineFolder:
+    """One folder a baseline name is looked up in: where it comes from and the names it holds."""
+
+    origin: str  # "--dir", "$HARNESS_BASELINES_DIR", "current folder", "shipped with the harness" (or several)
+    path: Path
+    exists: bool
+    names: tuple[str, ...]
+
+
+def searched_folders(explicit: Path | None = None) -> list[BaselineFolder]:
+    """The folders a baseline name is looked up in, in order (first hit wins), with their baselines."""
+    return [BaselineFolder(origin, path, path.is_dir(), tuple(list_baselines(path)))
+            for origin, path in baseline_folders(explicit)]
 

@@ -20,7 +20,7 @@ from typing import Any, Iterable
 
 from ..declare.suite import BandViolation, band_violations
 from ..key import case_ident, kv_text, params_text
-from ..paths import baselines_dir
+from ..paths import baseline_folders
 from .rounds import CaseRuns, group_runs
 from .schema import SCHEMA_VERSION, Record, ResultsError
 from .store import (ENVIRONMENT_FIELDS, ENVIRONMENT_FILE, RECORDS_FILE, RUN_FIELDS, RUN_FILE, TruncatedRecordWarning,
@@ -168,14 +168,16 @@ def load_results(spec: str | Path, strict: bool = True, baselines: Path | None =
         raise ResultsError(f"no such baseline file: {spec}")
     if os.sep in text or text.startswith("."):
         raise ResultsError(f"no such run folder: {spec}")
-    folder = Path(baselines) if baselines else baselines_dir()
-    candidate = folder / f"{text}.json"
-    if candidate.is_file():
-        return load_baseline_file(candidate)
+    folders = [folder for _, folder in baseline_folders(baselines)]
+    for folder in folders:
+        candidate = folder / f"{text}.json"
+        if candidate.is_file():
+            return load_baseline_file(candidate)
     from ..declare.registry import suggest
 
-    names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
-    raise ResultsError(f"unknown baseline {text!r} (no run folder of that name either){suggest(text, names)}")
+    names = sorted({p.stem for folder in folders if folder.is_dir() for p in folder.glob("*.json")})
+    raise ResultsError(f"unknown baseline {text!r} (no run folder of that name either; looked in "
+                       f"{', '.join(map(str, folders))}){suggest(text, names)}")
 
 
 def _load_run_folder(folder: Path, strict: bool) -> ResultSet:

@@ -4,6 +4,7 @@ folder's small JSON files written atomically."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import warnings
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .schema import Record, ResultsError, json_safe
+from ..paths import StoreWriteError
 
 RECORDS_FILE = "records.jsonl"
 ENVIRONMENT_FILE = "environment.json"
@@ -100,30 +102,83 @@ class TruncatedRecordWarning(UserWarning):
     """The last line of a records file was cut short (the run was killed while writing)."""
 
 
+def _write_error(exc: OSError, path: Path) -> StoreWriteError:
+    return StoreWriteError(exc.errno or errno.EIO, exc.strerror or str(exc), str(path))
+
+
+# fsync is refused by some file systems and special files; the data is written all the same
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.EOPNOTSUPP, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)}
+
+
+def _fsync(fd: int) -> None:
+    """``os.fsync``; a failure to store the data (ENOSPC, EIO, EDQUOT) raises, a file system that
+    cannot sync at all does not."""
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _FSYNC_UNSUPPORTED:
+            raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written (a full disk takes part of it, then raises)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        view, offset = view[n:], offset + n
+
 
 class RecordWriter:
-    """Appends records to ``records.jsonl``, flushing and syncing each one to disk."""
+    """Appends records to ``records.jsonl``, flushing and syncing each one to disk.
+
+    A record that cannot be written whole (disk full, at the write or at the sync) is cut off
+    again, so the file always ends with a complete line, and :class:`StoreWriteError` is raised."""
 
     def __init__(self, folder: Path):
         self.path = Path(folder) / RECORDS_FILE
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise _write_error(exc, self.path) from None
 
     def write(self, record: Record) -> None:
-        self._fh.write(record.to_json() + "\n")
-        self._fh.flush()
+        if self._fd is None:
+            raise ValueError("write to a closed RecordWriter")
+        data = (record.to_json() + "\n").encode("utf-8")
+        size = os.fstat(self._fd).st_size
         try:
-            os.fsync(self._fh.fileno())
-        except OSError:
-            pass
+            _write_all(self._fd, data)
+            _fsync(self._fd)
+        except OSError as exc:
+            try:  # back to the last complete line: a cut line must never stay in the file
+                os.ftruncate(self._fd, size)
+            except OSError:
+                pass
+            raise _write_error(exc, self.path) from None
 
     def close(self) -> None:
-        self._fh.close()
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            try:
+                os.close(fd)
+            except OSError:  # every record was synced as it was written
+                pass
 
     def __enter__(self) -> "RecordWriter":
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
         self.close()
 
 
@@ -180,8 +235,98 @@ def read_json(path: Path, types: dict[str, Any] | None = None) -> dict[str, Any]
     return check_fields(data, types or {}, path)
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = Path(str(path) + ".tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def make_folder(folder: Path) -> Path | None:
+    """``mkdir -p folder``; returns the outermost folder this call made (None when ``folder`` was
+    there), so that :func:`remove_made_folder` can take back exactly what was made."""
+    folder = Path(folder)
+    made = None
+    for p in (folder, *folder.parents):
+        if p.exists():
+            break
+        made = p
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        remove_made_folder(made)
+        raise
+    return made
 
+
+def remove_made_folder(made: Path | None) -> None:
+    """Remove a folder :func:`make_folder` made, and what is in it (never one that was there before)."""
+    if made is not None:
+        import shutil
+
+        shutil.rmtree(made, ignore_errors=True)
+
+
+def write_file_atomic(path: Path, data: bytes | str) -> None:
+    """Replace ``path`` with ``data``, whole or not at all: written to ``path.tmp``, synced, renamed
+    over ``path``. When a step fails (disk full at the write, the sync or the rename) the
+    temporary file is removed, ``path`` is as it was, and :class:`StoreWriteError` is raised."""
+    path = Path(path)
+    tmp = Path(str(path) + ".tmp")
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        try:
+            _write_all(fd, payload)
+            _fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise _write_error(exc, path) from None
+
+
+def overwrite_json_in_place(path: Path, data: dict[str, Any]) -> bool:
+    """Rewrite the JSON file ``path`` over its own bytes, needing no new disk space: the compact
+    form of ``data``, padded with blanks to the old length, written where the old text was. For
+    marking a run folder's ``run.json`` on a full disk, where :func:`write_json` cannot make its
+    temporary file. Only when the new text fits the old file; True when written. When the write
+    fails the old bytes are put back, so the file is never left cut short."""
+    text = json.dumps(json_safe(data), sort_keys=True, separators=(",", ":")).encode("utf-8") + b"\n"
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        old = os.pread(fd, os.fstat(fd).st_size + 1, 0)
+        if len(text) > len(old):
+            return False
+        try:
+            _pwrite_all(fd, text + b" " * (len(old) - len(text)), 0)  # trailing blanks are valid JSON
+            _fsync(fd)
+        except OSError:
+            try:
+                _pwrite_all(fd, old, 0)
+            except OSError:
+                pass
+            return False
+        try:
+            os.ftruncate(fd, len(text))  # drop the blanks; a shorter file needs no space
+        except OSError:
+            pass
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, data: dict[str, Any], *, in_place_fallback: bool = False) -> None:
+    """Write a run folder's JSON file atomically (:func:`write_file_atomic`). With
+    ``in_place_fallback``, when that fails (disk full), the existing file is rewritten over its
+    own bytes (:func:`overwrite_json_in_place`) if the new text fits; else StoreWriteError and
+    the file as it was."""
+    text = json.dumps(json_safe(data), indent=2, sort_keys=True) + "\n"
+    try:
+        write_file_atomic(path, text)
+    except StoreWriteError:
+        if in_place_fallback and overwrite_json_in_place(Path(path), data):
+            return
+        raise

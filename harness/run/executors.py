@@ -60,6 +60,15 @@ class CaseTimeout(Exception):
     """Raised inside a case that ran past its time limit (in-process mode)."""
 
 
+class RunTerminated(BaseException):
+    """Raised in the main thread when the run receives SIGTERM or SIGHUP (so the run folder is
+    closed as ``interrupted``); never a case's record. ``signum`` gives the exit code 128+signum."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        self.signum = int(signum)
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+
+
 def is_oom(exc: BaseException) -> bool:
     """An allocation failure: Python's MemoryError, torch's OutOfMemoryError, or an allocator's message
     (CUDA caching allocator, cuBLAS and cuDNN allocation failures, the CPU allocator)."""
@@ -156,7 +165,7 @@ class CaseExecutor:
             self._warm = True
         t0 = time.perf_counter()
         started = _now()
-        saved = TorchState.capture()
+        saved, process = TorchState.capture(), ProcessState.capture()
         try:
             with _alarm(timeout_s):
                 status, reason, metrics, info = self._run(case)
@@ -166,7 +175,7 @@ class CaseExecutor:
         except Skip as exc:
             status, reason, metrics, info = "skipped", str(exc) or "skipped by the suite", {}, {}
         except BaseException as exc:  # noqa: BLE001 - failures are data
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, (KeyboardInterrupt, RunTerminated)):  # the run ends, no case is blamed
                 raise
             metrics, info = {}, {"traceback": traceback.format_exc(limit=20)}
             if is_sticky_cuda_error(exc):
@@ -180,9 +189,11 @@ class CaseExecutor:
             else:
                 status, reason = "failed", f"{type(exc).__name__}: {_first_line(exc)}"
         finally:
-            changed = saved.restore()
+            changed, process_changed = saved.restore(), process.restore()
         if changed:
             info = {**info, "restored_torch_state": changed}
+        if process_changed:
+            info = {**info, "restored_process_state": process_changed}
         return Record(
             suite=case.suite,
             variant=case.variant,
@@ -325,26 +336,37 @@ def _worker_main(conn, suite_locations: dict[str, tuple[str, str]], run_id: str,
             return
         if msg is None:
             return
-        record = executor.run(msg)
+        case, timeout_s = msg
+        record = executor.run(case, timeout_s)
         conn.send(record.to_json())
         if executor.poisoned:  # a sticky CUDA error: this process's CUDA context is lost
             return
 
 
 class IsolatedExecutor:
-    """Runs each case in a worker process; a dead or hung worker is replaced."""
+    """Runs each case in a worker process; a dead or hung worker is replaced.
+
+    The worker runs case after case (a grid point's ``prepare`` is shared by its variants) and
+    puts the process back after each one (torch's settings, cwd, environment, standard streams,
+    signal mask); with ``per_case`` every case gets a fresh worker. The parent ends a case at
+    its time limit by killing the worker.
+    """
 
     clock = staticmethod(time.perf_counter)  # the clock of the case time limit (tests give a fake one)
+    child_alarm = False  # whether the worker's own alarm ends a case past its limit first
 
-    def __init__(self, suites: dict[str, type[Suite]], run_id: str = "", threads: int | None = None):
+    def __init__(self, suites: dict[str, type[Suite]], run_id: str = "", threads: int | None = None, *,
+                 per_case: bool = False):
         from ..declare.registry import class_location
 
         self.locations = {name: class_location(cls) for name, cls in suites.items()}
         self.run_id = run_id
         self.threads = threads
+        self.per_case = per_case
         self.ctx = mp.get_context("spawn")
         self.proc = None
         self.conn = None
+        self.pgid: int | None = None
         self.start_timeout_s = 600.0
 
     def _start(self) -> str | None:
@@ -363,6 +385,10 @@ class IsolatedExecutor:
             if parent.poll(0.05):
                 try:
                     if parent.recv() == "ready":
+                        try:  # the group it leads: what its cases start, killed with it, even after it exits
+                            self.pgid = self.proc.pid if os.getpgid(self.proc.pid) == self.proc.pid else None
+                        except OSError:
+                            self.pgid = None
                         return None
                 except (EOFError, OSError):
                     break
@@ -378,9 +404,16 @@ class IsolatedExecutor:
             if self.proc.is_alive():
                 self.proc.kill()
             self.proc.join(timeout=10)
+        if self.pgid is not None:
+            # a worker that ended on its own leaves what its cases started (a timed-out case's
+            # subprocess) in its group; Linux gives no new process a pid still in use as a group id
+            try:
+                os.killpg(self.pgid, signal.SIGKILL)
+            except OSError:
+                pass
         if self.conn is not None:
             self.conn.close()
-        self.proc, self.conn = None, None
+        self.proc, self.conn, self.pgid = None, None, None
 
     def close(self) -> None:
         if self.proc is not None and self.proc.is_alive() and self.conn is not None:
@@ -402,8 +435,9 @@ class IsolatedExecutor:
             if failure:
                 return self._record(case, "crashed", failure, started, t0)
         t0 = time.perf_counter()  # the time limit counts the case, not the worker's start
-        self.conn.send(case)
-        deadline = None if not timeout_s else self.clock() + timeout_s
+        self.conn.send((case, timeout_s if self.child_alarm else None))
+        limit = self.limit_s(timeout_s)
+        deadline = None if not limit else self.clock() + limit
         build_started = None  # while the worker builds an artifact, the limit is held
         while True:
             if self.conn.poll(0.05):
@@ -421,8 +455,13 @@ class IsolatedExecutor:
                     continue
                 if msg is not None:
                     record = Record.from_dict(json.loads(msg))
+                    # what the worker costs a case: the round trip and the bookkeeping around it
+                    record.info["worker_overhead_ms"] = round(
+                        max(0.0, time.perf_counter() - t0 - (record.duration_s or 0.0)) * 1e3, 3)
                     if record.info.get("sticky_cuda_error"):
                         self._kill()  # the next case gets a fresh worker and CUDA context
+                    elif self.per_case:
+                        self.close()
                     return record
             if not self.proc.is_alive():
                 code = self.proc.exitcode
@@ -435,7 +474,14 @@ class IsolatedExecutor:
                                     f"({max(BUILD_LIMIT_S, 10 * timeout_s):g} s); worker killed", started, t0)
             if deadline is not None and build_started is None and self.clock() > deadline:
                 self._kill()
-                return self._record(case, "timeout", f"ran past the {timeout_s:g} s case time limit; worker killed", started, t0)
+                return self._record(case, "timeout", self.timeout_reason(timeout_s), started, t0)
+
+    def limit_s(self, timeout_s: float | None) -> float | None:
+        """How long the parent waits for a case before it kills the worker."""
+        return timeout_s or None
+
+    def timeout_reason(self, timeout_s: float) -> str:
+        return f"ran past the {timeout_s:g} s case time limit; worker killed"
 
     def _record(self, case: Case, status: str, reason: str, started: str, t0: float) -> Record:
         return Record(
@@ -443,6 +489,47 @@ class IsolatedExecutor:
             status=status, reason=reason, run_id=self.run_id, started_at=started,
             duration_s=time.perf_counter() - t0,
         )
+
+
+class SupervisedExecutor(IsolatedExecutor):
+    """The default executor: the run's cases run in one child process, as in-process cases do
+    (the child's own alarm ends a case past its time limit, and the child goes on with the grid
+    point's shared state), watched by this thin parent. What the child cannot record itself
+    the parent does: a hang it cannot interrupt (C code, masked signals) is ``timeout`` once
+    the limit and a grace have passed, a death (segfault, ``os._exit``, a kill) ``crashed``;
+    then a new child continues with the next case.
+    """
+
+    child_alarm = True
+
+    @staticmethod
+    def grace_s(timeout_s: float) -> float:
+        """How long past the limit the child's alarm has to end a case: 2 s, or a tenth of the limit."""
+        return max(2.0, 0.1 * timeout_s)
+
+    def limit_s(self, timeout_s: float | None) -> float | None:
+        return timeout_s + self.grace_s(timeout_s) if timeout_s else None
+
+    def timeout_reason(self, timeout_s: float) -> str:
+        return (f"ran past the {timeout_s:g} s case time limit and did not stop at the alarm (C code or "
+                "masked signals); the run's child process was killed and replaced")
+
+
+def suites_a_child_cannot_import(suites: dict[str, type[Suite]]) -> list[str]:
+    """Suites that a fresh process cannot load from their source file: defined in ``__main__``
+    (a notebook, a script's body), inside a function, or from a file that is not there."""
+    from ..declare.registry import class_location
+
+    out = []
+    for name, cls in suites.items():
+        try:
+            path, qualname = class_location(cls)
+        except Exception:  # noqa: BLE001 - no source file at all (interactive)
+            out.append(name)
+            continue
+        if cls.__module__ == "__main__" or "<locals>" in qualname or not os.path.isfile(path):
+            out.append(name)
+    return out
 
 
 def _lead_process_group(parent_pid: int) -> None:
@@ -556,6 +643,54 @@ class TorchState:
         return changed
 
 
+@dataclass
+class ProcessState:
+    """What a variant may change in the process beyond torch: the working directory, the
+    environment, the standard streams and the main thread's signal mask; restored after every case."""
+
+    cwd: str | None
+    environ: dict[str, str]
+    streams: tuple
+    sigmask: frozenset | None
+
+    @classmethod
+    def capture(cls) -> "ProcessState":
+        import sys
+
+        try:
+            cwd = os.getcwd()
+        except OSError:  # the directory was removed under us
+            cwd = None
+        main = threading.current_thread() is threading.main_thread() and hasattr(signal, "pthread_sigmask")
+        mask = frozenset(signal.pthread_sigmask(signal.SIG_BLOCK, [])) if main else None
+        return cls(cwd, dict(os.environ), (sys.stdin, sys.stdout, sys.stderr), mask)
+
+    def restore(self) -> list[str]:
+        """Put back what changed; the names of what had changed."""
+        import sys
+
+        now = ProcessState.capture()
+        changed = []
+        if self.cwd is not None and now.cwd != self.cwd:
+            try:
+                os.chdir(self.cwd)
+                changed.append("cwd")
+            except OSError:
+                pass
+        if now.environ != self.environ:
+            for key in set(now.environ) - set(self.environ):
+                del os.environ[key]
+            os.environ.update(self.environ)
+            changed.append("environ")
+        if now.streams != self.streams:
+            sys.stdin, sys.stdout, sys.stderr = self.streams
+            changed.append("streams")
+        if self.sigmask is not None and now.sigmask != self.sigmask:
+            signal.pthread_sigmask(signal.SIG_SETMASK, self.sigmask)
+            changed.append("signal_mask")
+        return changed
+
+
 def _death_reason(code: int | None) -> str:
     if code is None:
         return "the worker process vanished"
@@ -570,8 +705,18 @@ def _death_reason(code: int | None) -> str:
 
 
 # --------------------------------------------------------------------------- choosing one
-def make_executor(suites: dict[str, type[Suite]], run_id: str = "", isolate: bool = False, threads: int | None = None):
-    """The executor a run session uses: in this process, or in isolated worker processes."""
-    if isolate:
-        return IsolatedExecutor(suites, run_id, threads)
+def make_executor(suites: dict[str, type[Suite]], run_id: str = "", isolate: bool = False, threads: int | None = None,
+                  *, supervise: bool = True, worker_per_case: bool = False, note: Callable[[str], None] | None = None):
+    """The executor a run session uses: isolated workers (``isolate``; a fresh one per case with
+    ``worker_per_case``), a supervised child process (the default), or this process (without
+    ``supervise``, or when a suite cannot be loaded by a child: ``note`` says so in one line)."""
+    if isolate or worker_per_case:
+        return IsolatedExecutor(suites, run_id, threads, per_case=worker_per_case)
+    if supervise:
+        unloadable = suites_a_child_cannot_import(suites)
+        if not unloadable:
+            return SupervisedExecutor(suites, run_id, threads)
+        if note is not None:
+            note(f"suite {', '.join(sorted(unloadable))} cannot be loaded by a child process (defined in "
+                 "__main__, a function or a notebook); the run goes on in this process, without a supervisor")
     return CaseExecutor(suites, run_id=run_id)

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..key import case_ident, kv_text
 from ..measure.environment import merge_node
-from ..results import ENVIRONMENT_FILE, RUN_FILE, Record, RecordWriter, ResultSet, ResultsError, load_results, write_json
-from ..results.store import RunFolderLock
+from ..results import ENVIRONMENT_FILE, RECORDS_FILE, RUN_FILE, Record, RecordWriter, ResultSet, ResultsError, load_results, write_json
+from ..results.store import RunFolderLock, make_folder, remove_made_folder
 
 # what must be equal for runs to be parts of one sweep
 REQUEST_FIELDS = ("profile", "device", "pattern", "param_overrides", "variants")
@@ -147,16 +147,26 @@ def merge_runs(folders: list[str | Path], out: str | Path) -> ResultSet:
                                      {"host": env.get("host"), "cuda_visible_devices": env.get("device"),
                                       "gpu_name": env.get("gpu_name")})
 
+    made = None  # the folders this merge made (removed again when it cannot finish)
+    writing = False  # the files in --out are this merge's
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        made = make_folder(out)
         with RunFolderLock(out):
             if any(out.iterdir()):  # another writer took the folder since the check above
                 raise MergeError(f"--out {out} already exists and is not empty; choose a new folder")
+            writing = True
             write_json(out / ENVIRONMENT_FILE, environment)
             with RecordWriter(out) as writer:
                 for record in records:
                     writer.write(record)
             write_json(out / RUN_FILE, meta)
-    except OSError as exc:
+    except OSError as exc:  # a full disk: no half-made run folder is left
+        if writing:  # the files are this merge's; a folder it made goes too (one that was there stays)
+            for name in (RUN_FILE, ENVIRONMENT_FILE, RECORDS_FILE):
+                try:
+                    (out / name).unlink(missing_ok=True)
+                except OSError:
+                    pass
+            remove_made_folder(made)
         raise MergeError(f"cannot write {out}: {exc.strerror or exc}") from None
     return load_results(out)

@@ -24,8 +24,9 @@ from ..declare.suite import Suite
 from ..plan import Case, PlanError, parse_shard, plan_cases, shard_cases, type_overrides
 
 # the fields of run.json that hold the request (argv is recorded, never read back)
-REQUEST_KEYS = ("argv", "profile", "device", "pattern", "param_overrides", "variants", "isolate", "executor",
-                "ray_address", "shard", "timeout_s", "threads", "threads_source", "rounds")
+REQUEST_KEYS = ("argv", "profile", "device", "pattern", "param_overrides", "variants", "isolate", "supervise",
+                "worker_per_case", "executor", "ray_address", "shard", "timeout_s", "threads", "threads_source",
+                "rounds")
 
 
 class Shard(NamedTuple):
@@ -101,6 +102,8 @@ class RunRequest:
     device: str = "cpu"
     profile: str | None = None
     isolate: bool = False
+    supervise: bool = True  # cases run in a child process watched by this one (False: in this process)
+    worker_per_case: bool = False  # isolated, and a fresh worker for every case
     timeout_s: float | None = None
     threads: int | None = None
     progress: bool = False
@@ -160,6 +163,8 @@ def build_request(
     params: Mapping[str, Sequence[Any]] | None = None,
     variants: Sequence[str] = (),
     isolate: bool = False,
+    supervise: bool = True,
+    worker_per_case: bool = False,
     executor: str = "local",
     ray_address: str | None = None,
     shard: Shard | tuple[int, int] | str | None = None,
@@ -178,7 +183,8 @@ def build_request(
     if ray_address and executor != "ray":
         raise PlanError("--ray-address needs --executor ray")
     return RunRequest(
-        device=resolve_run_device(device, executor), profile=profile, isolate=bool(isolate), timeout_s=timeout_s,
+        device=resolve_run_device(device, executor), profile=profile, isolate=bool(isolate) or bool(worker_per_case),
+        supervise=bool(supervise), worker_per_case=bool(worker_per_case), timeout_s=timeout_s,
         threads=threads, progress=progress, pattern=pattern, param_overrides=type_overrides(list(suites), params),
         variants=tuple(variants), argv=argv, executor=executor, ray_address=ray_address, shard=shard,
         threads_source=threads_source, rounds=rounds,
@@ -191,7 +197,8 @@ def request_from_json(meta: Mapping[str, Any], suites: Sequence[type[Suite]], *,
     return build_request(
         suites, profile=meta.get("profile"), device=meta.get("device") or "cpu", pattern=meta.get("pattern"),
         params=meta.get("param_overrides") or {}, variants=meta.get("variants") or (),
-        isolate=bool(meta.get("isolate")), executor=meta.get("executor") or "local",
+        isolate=bool(meta.get("isolate")), supervise=meta.get("supervise", True) is not False,
+        worker_per_case=bool(meta.get("worker_per_case")), executor=meta.get("executor") or "local",
         ray_address=ray_address or meta.get("ray_address"), shard=meta.get("shard"), timeout_s=meta.get("timeout_s"),
         threads=meta.get("threads"), threads_source=meta.get("threads_source") or "given",
         rounds=int(meta.get("rounds") or 1), progress=progress, argv=meta.get("argv"),

@@ -42,8 +42,9 @@ from ..results import (
     write_json,
 )
 from ..results.loader import _pid_alive, stray_records, stray_text
-from ..results.store import RUN_FIELDS, RunFolderLock
+from ..results.store import RUN_FIELDS, RunFolderLock, StoreWriteError, make_folder, remove_made_folder
 from ..declare.suite import Suite
+from .executors import RunTerminated
 from .request import (RunRequest, build_request, plan_request, positive_seconds, request_from_json, strictly_positive,
                       thread_count, usable_cores)
 
@@ -53,10 +54,6 @@ RUNNING_FILE = "running.json"  # the case in progress; left behind only by a run
 
 class SessionError(ResultsError):
     """A run folder cannot be created or written as asked."""
-
-
-class RunTerminated(BaseException):
-    """Raised in the main thread when the run receives SIGTERM (so the run folder is closed)."""
 
 
 def _now() -> str:
@@ -162,21 +159,25 @@ class Progress:
 
 
 class _sigterm_as_exception:
-    """Turn SIGTERM into :class:`RunTerminated` in the main thread while a run is open."""
+    """Turn SIGTERM and SIGHUP into :class:`RunTerminated` in the main thread while a run is open
+    (SIGINT is Python's KeyboardInterrupt already)."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __enter__(self):
         self.active = threading.current_thread() is threading.main_thread()
         if self.active:
-            self.previous = signal.signal(signal.SIGTERM, self._raise)
+            self.previous = {sig: signal.signal(sig, self._raise) for sig in self.SIGNALS}
         return self
 
     @staticmethod
     def _raise(signum, frame):
-        raise RunTerminated("terminated by SIGTERM")
+        raise RunTerminated(signum)
 
     def __exit__(self, *exc):
         if self.active:
-            signal.signal(signal.SIGTERM, self.previous)
+            for sig, handler in self.previous.items():
+                signal.signal(sig, handler)
         return False
 
 
@@ -184,8 +185,8 @@ class RunSession:
     """Owns one run folder: writes its environment, its request and every record.
 
     ``cases`` and ``suites`` (name -> Suite class) come from :func:`harness.plan.plan_cases`.
-    ``executor`` replaces the default one (in-process, or isolated worker processes with
-    ``request.isolate``). An executor has ``close()`` and either ``run(case, timeout_s) ->
+    ``executor`` replaces the default one (a supervised child process, this process, or isolated
+    worker processes, as the request says). An executor has ``close()`` and either ``run(case, timeout_s) ->
     Record`` (cases one at a time, in order) or ``run_all(cases, timeout_s, on_record)`` (many
     at once: it calls ``on_record(record)`` as each case finishes, in any order).
     """
@@ -211,12 +212,14 @@ class RunSession:
         self.meta: dict[str, Any] = dict(meta or {})
         self.records: list[Record] = []
         self._lock: RunFolderLock | None = None  # held from _open (or resume) to the run's end
+        # absolute: a variant that changes the working directory cannot move where the run writes
         if meta is not None:  # continuing the run in ``folder`` (see resume)
-            self.folder = Path(folder)
+            self.folder = Path(folder).absolute()
         elif folder is None:
             self.run_id, self.folder = new_run_folder(self.run_id)
+            self.folder = self.folder.absolute()
         else:
-            self.folder = Path(folder)
+            self.folder = Path(folder).absolute()
             if self.folder.exists() and not self.folder.is_dir():
                 raise SessionError(f"run folder {self.folder} exists and is not a folder")
             if self.folder.is_dir() and any(self.folder.iterdir()):
@@ -234,7 +237,7 @@ class RunSession:
         from ..measure.environment import fingerprint
 
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            made = make_folder(self.folder)  # the folder this run made, taken back if it cannot start
         except OSError as exc:
             raise SessionError(f"cannot create run folder {self.folder}: {exc.strerror or exc}") from None
         self._lock = RunFolderLock(self.folder)
@@ -270,18 +273,41 @@ class RunSession:
             # fingerprint as its first task reports in (see _add_node)
             driver_device = "cpu" if opts.executor == "ray" else opts.device
             write_json(self.folder / ENVIRONMENT_FILE, {**fingerprint(driver_device), "device": opts.device})
-        except OSError as exc:
-            raise SessionError(f"cannot write to run folder {self.folder}: {exc.strerror or exc}") from None
+        except OSError as exc:  # a full disk: run.json, if written, says interrupted; the lock goes
+            if not (self.folder / RUN_FILE).is_file():
+                self._release()
+                remove_made_folder(made)
+                raise SessionError(f"cannot write to run folder {self.folder}: {exc.strerror or exc}") from None
+            raise self._write_failure(exc, marked=self._close("interrupted") is None) from None
 
-    def _close(self, state: str) -> None:
+    def _close(self, state: str) -> OSError | None:
+        """Mark run.json ``state`` and let go of the folder. On a full disk run.json is rewritten
+        over its own bytes (``write_json(in_place_fallback=True)``); when even that fails it stays
+        as it was, and the error is returned, not raised."""
         counts: dict[str, int] = {}
         for r in self.records:
             counts[r.status] = counts.get(r.status, 0) + 1
         self.meta.update(state=state, finished=state == "finished", status_counts=counts, finished_at=_now())
         try:
-            write_json(self.folder / RUN_FILE, self.meta)
+            write_json(self.folder / RUN_FILE, self.meta, in_place_fallback=True)
+        except OSError as exc:
+            return exc
         finally:
             self._release()
+        return None
+
+    def _write_failure(self, exc: OSError, marked: bool, finished: bool = False) -> SessionError:
+        """The one line for a write into the run folder that failed (a full disk): what failed, and
+        what run.json says now."""
+        where = f"cannot write to run folder {self.folder}: {exc.strerror or exc}"
+        resume = f"'harness run --resume {self.folder}'"
+        if finished:
+            return SessionError(f"{where}; every case ran and its record is kept, but run.json could not be marked "
+                                f"finished ({resume} marks it once there is space)")
+        if marked:
+            return SessionError(f"{where}; the run is marked interrupted ({resume} continues it once there is space)")
+        return SessionError(f"{where}; run.json could not be marked interrupted either (it is left as it was; "
+                            f"{resume} continues the run once there is space)")
 
     def close(self) -> None:
         """Let go of the run folder without running (a resumed session that is not run on)."""
@@ -299,7 +325,10 @@ class RunSession:
             from .ray_executor import RayExecutor
 
             return RayExecutor(self.suites, self.run_id, self.request.threads, address=self.request.ray_address)
-        return make_executor(self.suites, self.run_id, isolate=self.request.isolate, threads=self.request.threads)
+        opts = self.request
+        return make_executor(self.suites, self.run_id, isolate=opts.isolate, threads=opts.threads,
+                             supervise=opts.supervise, worker_per_case=opts.worker_per_case,
+                             note=lambda line: print(f"harness: {line}", file=sys.stderr))
 
     def run(self) -> ResultSet:
         """Run every case, writing each record as it ends; returns the loaded run."""
@@ -316,7 +345,10 @@ class RunSession:
         return work
 
     def _execute(self, work: list[tuple[int, Case]], load_failures: list) -> ResultSet:
-        writer = RecordWriter(self.folder)
+        try:
+            writer = RecordWriter(self.folder)
+        except OSError as exc:
+            raise self._write_failure(exc, marked=self._close("interrupted") is None) from None
         bar = Progress(len(work), enabled=self.request.progress)
         several = self.request.rounds > 1
 
@@ -327,6 +359,8 @@ class RunSession:
             self.records.append(record)
         state = "interrupted"
         executor = None
+        write_failure: OSError | None = None  # a write into the run folder failed (a full disk)
+        close_failure: OSError | None = None
         try:
             executor = self.executor or self._make_executor()
             with _sigterm_as_exception():
@@ -363,6 +397,12 @@ class RunSession:
                         (self.folder / RUNNING_FILE).unlink(missing_ok=True)
                         bar.finish(case, record)
                 state = "finished"
+        except StoreWriteError as exc:  # reported as one line below, once run.json is marked
+            write_failure = exc
+            try:  # the case's record is not kept: --resume runs it again, not as 'crashed'
+                (self.folder / RUNNING_FILE).unlink(missing_ok=True)
+            except OSError:
+                pass
         except BaseException:
             print(f"harness: run {self.run_id} stopped; {self.folder} is marked interrupted "
                   f"('harness run --resume {self.folder}' continues it)", file=sys.stderr)
@@ -373,7 +413,13 @@ class RunSession:
                 if executor is not None:
                     executor.close()
             finally:
-                self._close(state)
+                close_failure = self._close(state)
+                if close_failure is not None and write_failure is None and state != "finished":
+                    print(f"harness: warning: run.json in {self.folder} could not be marked interrupted: "
+                          f"{close_failure.strerror or close_failure}", file=sys.stderr)
+        if write_failure is not None or close_failure is not None:
+            raise self._write_failure(write_failure or close_failure, marked=close_failure is None,
+                                      finished=write_failure is None) from None
         return self.results()
 
     def _add_node(self, node_id: str, node_env: dict[str, Any], where: dict[str, Any]) -> None:
@@ -446,7 +492,10 @@ class RunSession:
         running = read_json(self.folder / RUNNING_FILE)
         self.meta.setdefault("resumed_at", []).append(_now())
         self.meta.update(state="running", finished=False, pid=os.getpid())
-        write_json(self.folder / RUN_FILE, self.meta)
+        try:
+            write_json(self.folder / RUN_FILE, self.meta)
+        except OSError as exc:  # a full disk: one line, run.json as it was (or marked interrupted)
+            raise self._write_failure(exc, marked=self._close("interrupted") is None) from None
         if running:
             by_ident = {c.key.ident: c for c in self.cases}
             case = by_ident.get(case_ident(running.get("suite"), running.get("variant"), running.get("params") or {}))
@@ -459,8 +508,11 @@ class RunSession:
                 if self.request.rounds > 1:
                     record.info["round"] = round_index
                 print(f"harness: the run stopped while running {case.label()}; recorded as crashed", file=sys.stderr)
-                with RecordWriter(self.folder) as w:
-                    w.write(record)
+                try:
+                    with RecordWriter(self.folder) as w:
+                        w.write(record)
+                except OSError as exc:  # a full disk: one line, run.json marked interrupted again
+                    raise self._write_failure(exc, marked=self._close("interrupted") is None) from None
                 self.records.append(record)
                 done.add((case.key, round_index))
             (self.folder / RUNNING_FILE).unlink(missing_ok=True)
@@ -506,7 +558,7 @@ def _drop_truncated_tail(path: Path) -> None:
         return
     data = path.read_bytes()
     if data and not data.endswith(b"\n"):
-        path.write_bytes(data[: data.rfind(b"\n") + 1])
+        os.truncate(path, data.rfind(b"\n") + 1)  # never rewritten: on a full disk that could lose records
 
 
 def run_suites(
@@ -519,6 +571,8 @@ def run_suites(
     params: dict[str, Sequence[Any]] | None = None,
     variants: Sequence[str] | None = None,
     isolate: bool = False,
+    supervise: bool = True,
+    worker_per_case: bool = False,
     timeout_s: float | None = None,
     threads: int | None = None,
     progress: bool = False,
@@ -527,7 +581,9 @@ def run_suites(
     """Plan and run suites (classes, or names of registered suites) into a complete run folder.
 
     ``params`` replaces a param's values (``{"seq_len": [256, 512]}``), as ``--param`` does;
-    ``rounds`` passes over all cases, interleaved, as ``--rounds`` does.
+    ``rounds`` passes over all cases, interleaved, as ``--rounds`` does. The cases run in a
+    supervised child process (``supervise=False``: in this process), in isolated workers
+    (``isolate``) or a fresh worker each (``worker_per_case``), as on the command line.
     """
     from ..declare.registry import discover
 
@@ -548,7 +604,8 @@ def run_suites(
     except ValueError as exc:
         raise PlanError(str(exc)) from None
     request = build_request(classes, profile=profile, device=device, pattern=pattern, params=params,
-                            variants=list(variants or []), isolate=isolate, timeout_s=timeout_s, threads=threads,
+                            variants=list(variants or []), isolate=isolate, supervise=supervise,
+                            worker_per_case=worker_per_case, timeout_s=timeout_s, threads=threads,
                             progress=progress, rounds=rounds)
     session = RunSession(out, plan_request(request, classes), {c.suite_name(): c for c in classes}, request)
     return session.run()
@@ -561,6 +618,8 @@ def run_cases(
     *,
     run_id: str = "",
     isolate: bool = False,
+    supervise: bool = False,
+    worker_per_case: bool = False,
     timeout_s: float | None = None,
     threads: int | None = None,
     progress: bool = False,
@@ -569,7 +628,9 @@ def run_cases(
     """Run already planned cases through a session; returns the records.
 
     Without ``out_dir`` the run folder is a temporary one, removed afterwards (for tests and
-    callers that only want the records).
+    callers that only want the records). Unlike ``run_suites``, the cases run in this process
+    unless asked otherwise (``supervise``, ``isolate``, ``worker_per_case``): a caller that
+    patched a suite's module sees its patch.
     """
     import tempfile
 
@@ -577,7 +638,8 @@ def run_cases(
 
     cases = list(cases)
     device = cases[0].device if cases else "cpu"
-    request = RunRequest(device=device, isolate=isolate, timeout_s=timeout_s, threads=threads, progress=progress)
+    request = RunRequest(device=device, isolate=isolate, supervise=supervise, worker_per_case=worker_per_case,
+                         timeout_s=timeout_s, threads=threads, progress=progress)
     with contextlib.ExitStack() as stack:
         if out_dir is None:
             out_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="harness-run-"))) / "run"
