@@ -70,6 +70,13 @@ def folder_name(value: str, name: str) -> str:
     return value
 
 
+def file_name(value: str, name: str) -> str:
+    """An output file's path as given, refusing an empty one (which would mean the default)."""
+    if not value.strip():
+        raise ValueError(f"{name} must name a file, not {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="harness", description="Benchmark deep-learning techniques for speed, memory and quality.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -132,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(customSmallerIsBetter) or 'higher' (customBiggerIsBetter) is better")
     ex.add_argument("--storage", metavar="DIR", help="pytest-benchmark: write into DIR/<machine-id>/NNNN_<run>.json, "
                                                      "the layout 'pytest-benchmark compare --storage' reads")
-    ex.add_argument("--output", "-o", help="write to this file instead of stdout")
+    ex.add_argument("--output", "-o", type=_typed(str, file_name, "--output"),
+                    help="write to this file instead of stdout")
     _add_history_commands(sub, run)
 
     doc = sub.add_parser("doctor", help="check timing, memory, NVML and measure peaks on this machine")
@@ -438,7 +446,8 @@ def _add_compare_options(parser, with_format: bool = True) -> None:
     if with_format:
         parser.add_argument("--format", default="markdown", help="markdown, json or csv")
         parser.add_argument("--changes-only", action="store_true", help="leave out rows whose verdict is 'same' (markdown)")
-        parser.add_argument("--output", "-o", help="write to this file instead of stdout")
+        parser.add_argument("--output", "-o", type=_typed(str, file_name, "--output"),
+                            help="write to this file instead of stdout")
 
 
 def _add_history_commands(sub, run) -> None:
@@ -463,7 +472,8 @@ def _add_history_commands(sub, run) -> None:
     rep = sub.add_parser("report", help="write a self-contained HTML report of a run")
     rep.add_argument("run_dir", metavar="RUN_DIR")
     rep.add_argument("--against", metavar="BASELINE|RUN_DIR", help="add the comparison against this baseline or run")
-    rep.add_argument("--output", "-o", help="HTML file to write (default: RUN_DIR/report.html)")
+    rep.add_argument("--output", "-o", type=_typed(str, file_name, "--output"),
+                     help="HTML file to write (default: RUN_DIR/report.html)")
     _add_compare_options(rep, with_format=False)
 
 

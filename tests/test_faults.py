@@ -476,3 +476,22 @@ def test_a_suite_a_child_cannot_load_runs_in_this_process_with_a_note(tmp_path, 
     err = capsys.readouterr().err
     assert "suite local cannot be loaded by a child process" in err and "without a supervisor" in err
     assert run.records[0].metrics["pid"].value == os.getpid()
+
+
+def test_a_script_without_a_main_guard_gets_the_supervisor_too(faults, tag, tmp_path):
+    """run_suites() from a plain script: the child does not run the script again, and a segfault
+    costs one case."""
+    path, _ = faults
+    script = tmp_path / "bench.py"
+    script.write_text(
+        "from harness import run_suites\n"
+        "from harness.declare.registry import discover\n"
+        f"cls = discover(extra=[{str(path)!r}], builtin=False).get('faults')\n"
+        f"rs = run_suites([cls], device='cpu', out={str(tmp_path / 'run')!r}, variants=['ok', 'segfault', 'ok_after'])\n"
+        "print('statuses', *[r.status for r in rs.records])\n")
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         cwd=tmp_path)
+    out, err = _ended(p)
+    assert p.returncode == 0, err
+    assert out.splitlines() == ["statuses ok crashed ok"]
+    assert load_results(tmp_path / "run").finished

@@ -367,6 +367,7 @@ class IsolatedExecutor:
         self.proc = None
         self.conn = None
         self.pgid: int | None = None
+        self.busy = False  # a case was sent and its record has not come back
         self.start_timeout_s = 600.0
 
     def _start(self) -> str | None:
@@ -377,7 +378,8 @@ class IsolatedExecutor:
             target=_worker_main, args=(child, self.locations, self.run_id, self.threads, os.getpid()),
             daemon=False
         )
-        self.proc.start()
+        with _main_module_hidden():
+            self.proc.start()
         child.close()
         self.conn = parent
         deadline = time.perf_counter() + self.start_timeout_s
@@ -413,10 +415,11 @@ class IsolatedExecutor:
                 pass
         if self.conn is not None:
             self.conn.close()
-        self.proc, self.conn, self.pgid = None, None, None
+        self.proc, self.conn, self.pgid, self.busy = None, None, None, False
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.is_alive() and self.conn is not None:
+        # a worker inside a case (the run was interrupted) is killed at once; an idle one is let go
+        if self.proc is not None and self.proc.is_alive() and self.conn is not None and not self.busy:
             try:
                 self.conn.send(None)
                 self.proc.join(timeout=5)
@@ -436,6 +439,7 @@ class IsolatedExecutor:
                 return self._record(case, "crashed", failure, started, t0)
         t0 = time.perf_counter()  # the time limit counts the case, not the worker's start
         self.conn.send((case, timeout_s if self.child_alarm else None))
+        self.busy = True
         limit = self.limit_s(timeout_s)
         deadline = None if not limit else self.clock() + limit
         build_started = None  # while the worker builds an artifact, the limit is held
@@ -454,6 +458,7 @@ class IsolatedExecutor:
                         build_started = None
                     continue
                 if msg is not None:
+                    self.busy = False
                     record = Record.from_dict(json.loads(msg))
                     # what the worker costs a case: the round trip and the bookkeeping around it
                     record.info["worker_overhead_ms"] = round(
@@ -530,6 +535,28 @@ def suites_a_child_cannot_import(suites: dict[str, type[Suite]]) -> list[str]:
         if cls.__module__ == "__main__" or "<locals>" in qualname or not os.path.isfile(path):
             out.append(name)
     return out
+
+
+class _main_module_hidden:
+    """While a worker is started: ``__main__`` is an empty module, so that multiprocessing's spawn
+    does not run the caller's script (or ``python -m`` module) again in the worker. The worker
+    needs none of it (suites are loaded from their files), and a script that calls ``run_suites``
+    without an ``if __name__ == "__main__":`` guard would otherwise start itself again."""
+
+    def __enter__(self):
+        import sys
+        import types
+
+        self.main = sys.modules.get("__main__")
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        return self
+
+    def __exit__(self, *exc):
+        import sys
+
+        if self.main is not None:
+            sys.modules["__main__"] = self.main
+        return False
 
 
 def _lead_process_group(parent_pid: int) -> None:

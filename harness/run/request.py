@@ -182,6 +182,12 @@ def build_request(
     """
     if ray_address and executor != "ray":
         raise PlanError("--ray-address needs --executor ray")
+    if executor == "ray" and (isolate or worker_per_case or not supervise):
+        raise PlanError("--isolate, --worker-per-case and --no-supervisor choose where a local run's cases run; "
+                        "with --executor ray each grid point runs in a Ray worker")
+    if not supervise and (isolate or worker_per_case):
+        raise PlanError("--no-supervisor runs the cases in this process, --isolate and --worker-per-case in "
+                        "worker processes: give one")
     return RunRequest(
         device=resolve_run_device(device, executor), profile=profile, isolate=bool(isolate) or bool(worker_per_case),
         supervise=bool(supervise), worker_per_case=bool(worker_per_case), timeout_s=timeout_s,
