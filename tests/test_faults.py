@@ -379,8 +379,11 @@ def test_a_signal_ends_the_run_interrupted_and_blames_no_case(faults, tag, tmp_p
     mark = tmp_path / "hanging"
     monkeypatch.setenv("FAULTS_HANG_MARK", str(mark))
     out = tmp_path / "run"
+    # as a terminal's foreground job gets it: a job started in the background by a shell without
+    # job control (CI, nohup) inherits SIGINT ignored, and keeps ignoring it, as Unix intends
     p = _harness("run", str(path), "--device", "cpu", "--variant", "ok,hang_python,ok_after", "--out", str(out),
-                 "--timeout", "120", "--quiet", "--no-progress", *MODES[mode])
+                 "--timeout", "120", "--quiet", "--no-progress", *MODES[mode],
+                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_the_hang(mark, p)
     p.send_signal(sig)
     _, err = _ended(p, 120)
