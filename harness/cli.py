@@ -231,14 +231,11 @@ def write_output(path: str, text: str) -> None:
     """Write a command's output file whole, or one clear line saying why it cannot be written (a full
     disk leaves no partial file and no temporary one; an existing file stays as it was). A target
     that is not a regular file (a pipe, a device) is written through."""
-    from .results.store import write_file_atomic
+    from .results.store import write_output_file
 
     target = check_output(path)
     try:
-        if target.exists() and not target.is_file():
-            target.write_text(text, encoding="utf-8")
-        else:
-            write_file_atomic(target.resolve(), text)
+        write_output_file(target, text)
     except OSError as exc:
         raise UsageError(f"--output {path} cannot be written: {exc.strerror or exc}") from None
 

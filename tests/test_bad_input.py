@@ -292,15 +292,16 @@ def test_a_report_into_a_pipe_is_written_in_place_not_replaced(world, tmp_path):
 def test_a_report_that_cannot_be_written_is_one_line(world, tmp_path, monkeypatch, capsys):
     """The disk fills while the page is written: one line, exit 2, no temporary file left."""
     import errno
-    from pathlib import Path as P
 
-    real = P.write_text
+    from harness.results import store
 
-    def full(self, *a, **k):
-        real(self, "<!doctype html><html>", encoding="utf-8")  # a part is written, then the disk is full
+    real = store._write_all
+
+    def full(fd, data):
+        real(fd, data[: len(data) // 2])  # a part is written, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(P, "write_text", full)
+    monkeypatch.setattr(store, "_write_all", full)
     assert main(["report", str(world / "run_a"), "-o", str(tmp_path / "r.html")]) == 2
     err = capsys.readouterr().err
     assert err.strip() == f"harness: error: --output {tmp_path / 'r.html'} cannot be written: No space left on device"

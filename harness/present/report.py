@@ -25,6 +25,7 @@ from typing import Any
 
 from ..declare.suite import violations_text
 from ..judge.pairing import spread_notes
+from ..results.store import write_output_file
 from ..key import CaseKey, case_label, kv_text as _kv, params_text
 from .export import HTML_STYLE, build_tables, tables_html
 from .numbers import fmt_number, ratio_text
@@ -546,13 +547,5 @@ def write_report(rs: ResultSet, output: Path, comparison=None) -> Path:
     text = build_report(rs, comparison)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    if output.exists() and not output.is_file():  # a device or a pipe: written in place, never replaced
-        output.write_text(text, encoding="utf-8")
-        return output
-    tmp = output.with_name(output.name + ".tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(output)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_output_file(output, text)  # a pipe or device written through; a file whole or not at all
     return output

@@ -283,6 +283,17 @@ def write_file_atomic(path: Path, data: bytes | str) -> None:
         raise _write_error(exc, path) from None
 
 
+def write_output_file(path: Path, text: str) -> None:
+    """A command's output file (a report, an export): a target that is not a regular file (a pipe,
+    a device) is written through, never renamed over; any other is replaced whole or not at all
+    (:func:`write_file_atomic`), through a symbolic link onto the file it names."""
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        path.write_text(text, encoding="utf-8")
+        return
+    write_file_atomic(path.resolve(), text)
+
+
 def overwrite_json_in_place(path: Path, data: dict[str, Any]) -> bool:
     """Rewrite the JSON file ``path`` over its own bytes, needing no new disk space: the compact
     form of ``data``, padded with blanks to the old length, written where the old text was. For

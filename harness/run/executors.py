@@ -401,18 +401,20 @@ class IsolatedExecutor:
         return "the worker process could not start: " + (_death_reason(code) if code is not None else "no answer")
 
     def _kill(self) -> None:
-        if self.proc is not None:
-            _kill_group(self.proc.pid)  # the worker and every process a case started
-            if self.proc.is_alive():
-                self.proc.kill()
-            self.proc.join(timeout=10)
+        # the worker and every process a case started. By the group id noted at the start, which
+        # also reaches what a worker that ended on its own left behind (a timed-out case's
+        # subprocess): Linux gives no new process a pid still in use as a group id
         if self.pgid is not None:
-            # a worker that ended on its own leaves what its cases started (a timed-out case's
-            # subprocess) in its group; Linux gives no new process a pid still in use as a group id
             try:
                 os.killpg(self.pgid, signal.SIGKILL)
             except OSError:
                 pass
+        elif self.proc is not None:
+            _kill_group(self.proc.pid)
+        if self.proc is not None:
+            if self.proc.is_alive():
+                self.proc.kill()
+            self.proc.join(timeout=10)
         if self.conn is not None:
             self.conn.close()
         self.proc, self.conn, self.pgid, self.busy = None, None, None, False
