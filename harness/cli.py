@@ -7,9 +7,11 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -87,12 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run suites and write a run folder")
     run.add_argument("targets", nargs="*", metavar="SUITE|PATH", help="suite names or suite files/folders (default: all)")
-    run.add_argument("--profile", default="quick", help="quick, default or nightly (default: quick)")
-    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
-    run.add_argument("-k", dest="pattern", help="only cases whose 'suite/variant k=v' label matches (substring or glob; and/or/not)")
-    run.add_argument("--variant", action="append", metavar="NAME[,NAME]", help="only these variants (repeatable)")
-    run.add_argument("--param", action="append", type=_typed(parse_param_item), metavar="NAME=V1,V2",
-                     help="override a param's values (repeatable)")
+    _add_selection_options(run)
     run.add_argument("--isolate", action="store_true",
                      help="run each case in a worker process, killed at the time limit (a crash or hang costs one case)")
     run.add_argument("--worker-per-case", action="store_true",
@@ -148,7 +145,47 @@ def build_parser() -> argparse.ArgumentParser:
     mg = sub.add_parser("merge", help="merge the run folders of one sweep (e.g. its shards) into one run folder")
     mg.add_argument("runs", nargs="+", metavar="RUN_DIR")
     mg.add_argument("--out", type=_typed(str, folder_name, "--out"), required=True, help="run folder to write")
+    _add_ab_command(sub)
     return p
+
+
+def _add_selection_options(parser) -> None:
+    """What a run measures: profile, device and the filters of its plan (``run`` and ``ab``)."""
+    parser.add_argument("--profile", default="quick", help="quick, default or nightly (default: quick)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: auto)")
+    parser.add_argument("-k", dest="pattern",
+                        help="only cases whose 'suite/variant k=v' label matches (substring or glob; and/or/not)")
+    parser.add_argument("--variant", action="append", metavar="NAME[,NAME]", help="only these variants (repeatable)")
+    parser.add_argument("--param", action="append", type=_typed(parse_param_item), metavar="NAME=V1,V2",
+                        help="override a param's values (repeatable)")
+
+
+def _add_ab_command(sub) -> None:
+    ab = sub.add_parser("ab", help="measure two commits (or checkouts) side by side, paired; exit 1 on regression")
+    ab.add_argument("items", nargs="*", metavar="REF_A REF_B [SUITE|PATH ...]",
+                    help="two git refs (side A: the reference, side B: the change), then suite names or suite "
+                         "files (paths inside the checkout; default: every suite in suites/)")
+    ab.add_argument("--a-path", metavar="DIR", help="side A is this checkout (not a commit); needs --b-path")
+    ab.add_argument("--b-path", metavar="DIR", help="side B is this checkout (not a commit); needs --a-path")
+    ab.add_argument("--engine", default="driver", choices=("driver", "sides"),
+                    help="driver: this harness measures both sides' suites (any commit can be side A; default); "
+                         "sides: each side's own harness/ measures it (gates an engine change)")
+    _add_selection_options(ab)
+    ab.add_argument("--cpus", type=_typed(str, _cpu_list, "--cpus"), metavar="LIST",
+                    help="the CPU cores both sides' workers are pinned to, e.g. 3 or 2,3 (default: the last core "
+                         "this process may use)")
+    ab.add_argument("--threads", type=_typed(int, thread_count, "--threads"),
+                    help="torch CPU threads of each side (default: the number of pinned cores; at most that)")
+    ab.add_argument("--timeout", type=_typed(float, positive_seconds, "--timeout"),
+                    help="per-case time limit of each side, in seconds")
+    ab.add_argument("--max-rounds", type=_typed(int, strictly_positive, "--max-rounds"), default=None, metavar="R",
+                    help="paired rounds of a case at most (default 60; a case stops earlier once its verdict is "
+                         "clear or its 20 s budget is spent)")
+    ab.add_argument("--out", type=_typed(str, folder_name, "--out"),
+                    help="folder to write (a/ and b/ run folders, ab.md, ab.json; default: results/ab-<time>)")
+    ab.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    ab.add_argument("--quiet", action="store_true", help="do not print the verdict table")
+    _add_compare_options(ab, with_format=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -163,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_USAGE
         handler = {"list": cmd_list, "run": cmd_run, "export": cmd_export, "baseline": cmd_baseline,
                    "compare": cmd_compare, "report": cmd_report, "doctor": cmd_doctor,
-                   "merge": cmd_merge}[args.command]
+                   "merge": cmd_merge, "ab": cmd_ab}[args.command]
         return handler(args)
     except (UsageError, RegistryError, PlanError, ResultsError) as exc:
         if debug:
@@ -437,9 +474,16 @@ def _add_compare_options(parser, with_format: bool = True) -> None:
     parser.add_argument("--single-round-change", type=_typed(float, non_negative, "--single-round-change"), default=0.25, metavar="FRACTION",
                         help="with one round on both sides (noise between runs unknown), the time change that "
                              "counts (default 0.25)")
-    parser.add_argument("--quality-atol", type=_typed(float, non_negative, "--quality-atol"), default=1e-6, help="absolute change of a quality metric that counts as the same (default 1e-6)")
+    parser.add_argument("--quality-atol", type=_typed(float, non_negative, "--quality-atol"), default=None,
+                        help="absolute change of every quality metric that counts as the same (default: 4 ulps of "
+                             "the case's dtype at the metric's value, or the atol its suite declares)")
     parser.add_argument("--force", action="store_true", help="compare results from different devices anyway")
-    parser.add_argument("--fail-on-missing", action="store_true", help="also exit 1 when cases or metrics are missing")
+    parser.add_argument("--allow-missing", action="append", metavar="PATTERN",
+                        help="acknowledge an intended removal: a case or metric of A missing in B (or skipped) "
+                             "that PATTERN names is 'removed', not a regression; fnmatch against suite/variant[params], "
+                             "suite/variant, the metric name or suite/variant[params]:metric (repeatable)")
+    parser.add_argument("--fail-on-missing", action="store_true",
+                        help="accepted for old scripts: missing cases and metrics exit 1 by default (see --allow-missing)")
     if with_format:
         parser.add_argument("--format", default="markdown", help="markdown, json or csv")
         parser.add_argument("--changes-only", action="store_true", help="leave out rows whose verdict is 'same' (markdown)")
@@ -488,7 +532,8 @@ def _compare_options(args):
             raise UsageError(f"--threshold {item!r}: expected KIND=FRACTION, e.g. time=0.05") from None
     try:
         return CompareOptions(thresholds=thresholds, single_round_change=args.single_round_change, quality_atol=args.quality_atol,
-                              force=args.force, fail_on_missing=args.fail_on_missing)
+                              force=args.force, fail_on_missing=args.fail_on_missing,
+                              allow_missing=tuple(args.allow_missing or ()))
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
@@ -564,10 +609,17 @@ def cmd_report(args) -> int:
     from .judge.compare import compare
     from .present.report import write_report
 
-    rs = load_results(args.run_dir, strict=False)
-    if rs.kind != "run":
-        raise UsageError(f"{args.run_dir} is not a run folder")
-    comparison = compare(load_results(args.against), rs, _compare_options(args)) if args.against else None
+    from .judge.ab import is_ab_folder, load_ab
+
+    if is_ab_folder(Path(args.run_dir)):  # harness ab's folder: side B, with the paired comparison
+        if args.against:
+            raise UsageError(f"{args.run_dir} is a harness ab folder, compared already: give no --against")
+        rs, comparison = load_ab(Path(args.run_dir), _compare_options(args))
+    else:
+        rs = load_results(args.run_dir, strict=False)
+        if rs.kind != "run":
+            raise UsageError(f"{args.run_dir} is not a run folder")
+        comparison = compare(load_results(args.against), rs, _compare_options(args)) if args.against else None
     output = args.output or str(Path(args.run_dir) / "report.html")
     check_output(output)
     try:
@@ -587,6 +639,89 @@ def cmd_doctor(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return run_doctor(device, sys.stdout)
+
+
+def _cpu_list(text: str, name: str = "--cpus") -> list[int]:
+    """``3`` or ``2,3`` or ``0-3`` -> core numbers this process may use."""
+    cores: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        if not lo.strip().isdigit() or (sep and not hi.strip().isdigit()):
+            raise ValueError(f"{name} {text!r}: expected core numbers such as 3, 2,3 or 0-3")
+        first, last = int(lo), int(hi) if sep else int(lo)
+        if last < first:
+            raise ValueError(f"{name} {text!r}: the range {part.strip()} runs backwards")
+        cores += [c for c in range(first, last + 1) if c not in cores]
+    try:
+        allowed = os.sched_getaffinity(0)
+    except (AttributeError, OSError):
+        return cores
+    outside = [c for c in cores if c not in allowed]
+    if outside:
+        raise ValueError(f"{name} {text!r}: core(s) {', '.join(map(str, outside))} are not among the cores this "
+                         f"process may use ({', '.join(map(str, sorted(allowed)))})")
+    return cores
+
+
+def cmd_ab(args) -> int:
+    from .judge.ab import paired_comparison
+    from .present.compare_render import render, summary_line
+    from .run.ab import AB_FILE, ABOptions, ABRun, SideSource, default_cpus, sides_from_refs
+    from .run.request import resolve_run_device
+    from .run.session import new_run_folder
+
+    items = list(args.items)
+    if bool(args.a_path) != bool(args.b_path):
+        raise UsageError("--a-path and --b-path go together: give both checkouts")
+    if args.a_path:
+        for flag, path in (("--a-path", args.a_path), ("--b-path", args.b_path)):
+            if not Path(path).is_dir():
+                raise UsageError(f"{flag} {path} is not a folder")
+        a = SideSource("a", args.a_path, Path(args.a_path).resolve())
+        b = SideSource("b", args.b_path, Path(args.b_path).resolve())
+        selection = items
+    else:
+        if len(items) < 2:
+            raise UsageError("harness ab needs two refs, REF_A and REF_B (or --a-path and --b-path)")
+        a, b = sides_from_refs(items[0], items[1], Path.cwd())
+        selection = items[2:]
+    cpus = args.cpus if args.cpus is not None else default_cpus(1)
+    threads = args.threads
+    if threads is not None and cpus and threads > len(cpus):
+        raise UsageError(f"--threads {threads} is more than the {len(cpus)} pinned core(s) (--cpus): the sides' "
+                         f"threads would take turns on them")
+    if threads is None:
+        threads = max(1, len(cpus))
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and (not out.is_dir() or any(out.iterdir())):
+            raise UsageError(f"--out {args.out} already exists and is not empty; choose a new folder")
+    else:
+        _, out = new_run_folder(f"ab-{time.strftime('%Y%m%d-%H%M%S')}")
+    compare_options = _compare_options(args)
+    options = ABOptions(profile=args.profile, device=resolve_run_device(args.device, "local"), pattern=args.pattern,
+                        params=merge_param_items(args.param), variants=_variant_names(args.variant),
+                        threads=threads, cpus=cpus, timeout_s=args.timeout, engine=args.engine,
+                        progress=not args.no_progress, threshold=compare_options.thresholds["time"])
+    if args.max_rounds is not None:
+        options.max_rounds = args.max_rounds
+        options.min_rounds = min(options.min_rounds, args.max_rounds)
+    out = out.absolute()
+    ABRun(a, b, selection, out, options, argv=args.argv).run()
+    comparison = paired_comparison(out, compare_options)
+    pin = f"cores {','.join(map(str, cpus))}" if cpus else "no pinning (this platform cannot)"
+    header = (f"# harness ab: A {comparison.a_label} vs B {comparison.b_label}\n\n"
+              f"Paired: both sides in one window, pinned to {pin}, {threads} thread(s), batches A B B A; "
+              f"time verdicts on the median paired ratio B/A and its 95% CI (threshold {options.threshold:.0%}).\n\n")
+    md = header + render(comparison, "markdown")
+    write_output(str(out / "ab.md"), md)
+    doc = json.loads((out / AB_FILE).read_text())
+    doc["comparison"] = json.loads(render(comparison, "json"))
+    write_output(str(out / AB_FILE), json.dumps(doc, indent=2, allow_nan=True) + "\n")
+    if not args.quiet:
+        sys.stdout.write(md)
+    print(f"harness: {summary_line(comparison)}; written to {out}", file=sys.stderr)
+    return comparison.exit_code
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ import hashlib
 import importlib.util
 import inspect
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -53,8 +54,16 @@ class Metric:
     description: str = ""
     ratio: bool = True  # whether tables show the ratio to the reference variant
     kind: str = QUALITY
+    # An absolute change that is no change (compare's floor for a quality metric), where a few
+    # ulps of the case's dtype are too strict: e.g. an error that is itself a rounding error.
+    atol: float | None = None
 
     def __post_init__(self) -> None:
+        if self.atol is not None and (isinstance(self.atol, bool) or not isinstance(self.atol, (int, float))
+                                      or not (self.atol >= 0 and math.isfinite(self.atol))):
+            raise SuiteDefinitionError(
+                f"metric {self.name!r}: atol must be a finite number of at least 0, not {self.atol!r}"
+            )
         if self.better not in (LOWER, HIGHER):
             raise SuiteDefinitionError(
                 f"metric {self.name!r}: better must be 'lower' or 'higher', not {self.better!r}"
@@ -519,7 +528,8 @@ class Suite:
             "bands": [b.to_dict() for b in cls.bands],
             "grid": {k: list(v) for k, v in cls.grid.items()},
             "metrics": {
-                n: {"unit": m.unit, "better": m.better, "kind": m.kind, "ratio": m.ratio, "description": m.description}
+                n: {"unit": m.unit, "better": m.better, "kind": m.kind, "ratio": m.ratio, "description": m.description,
+                    **({"atol": m.atol} if m.atol is not None else {})}
                 for n, m in cls.metric_specs().items()
             },
         }

@@ -5,8 +5,10 @@ verdict for every pair."""
 from __future__ import annotations
 
 import math
+from fnmatch import fnmatchcase
 
 from ..declare.suite import violations_text
+from ..key import case_ident
 from ..results import FAILED_STATUSES, ResultSet, ResultsError
 from ..results.loader import stray_text
 from .stats import CompareOptions, Evidence, judge, ratio_interval
@@ -14,6 +16,9 @@ from .verdicts import VERDICT_ORDER, Comparison, Row
 
 # Rates the engine derives from the latency: one measurement, so no verdict of their own.
 DERIVED_FROM_LATENCY = ("tflops", "throughput", "pct_of_peak")
+# How bad a case's outcome is: a change to a higher rank is a regression (ok -> anything else,
+# oom -> crashed); skipped is the mildest failure to measure, crashed the worst.
+STATUS_RANK = {"ok": 0, "skipped": 1, "oom": 2, "failed": 3, "timeout": 3, "crashed": 4}
 # Where the two sides' environments differ in these, timings may differ for that reason alone.
 ENVIRONMENT_KEYS = (("torch", "torch"), ("cuda", "CUDA"), ("cudnn", "cuDNN"), ("driver", "driver"),
                     ("gpu_name", "GPU"), ("device_name", "device"), ("cpu", "CPU"), ("torch_threads", "threads"),
@@ -94,15 +99,72 @@ def compare(a: ResultSet, b: ResultSet, options: CompareOptions | None = None) -
     if a.rounds == 1 and b.rounds == 1:
         notes.append("one round on each side: the noise between runs is unknown, so a time change needs "
                      f"{options.single_round_change:.0%} to count (harness run --rounds 3 measures it)")
+    outside = [k for k in recs_a if k not in recs_b and not _in_selection(k, b)]
+    if outside:
+        notes.append(f"{len(outside)} case(s) of A are outside what B was asked to run (its suites, -k, --variant, "
+                     f"--param or shard), so they are not compared: "
+                     f"{', '.join(k.label for k in outside[:3])}{' ...' if len(outside) > 3 else ''}")
+        recs_a = {k: r for k, r in recs_a.items() if k not in set(outside)}
     rows: list[Row] = []
     for key in list(recs_a) + [k for k in recs_b if k not in recs_a]:
         rows += _compare_case(recs_a.get(key), recs_b.get(key), a, b, options)
-    order = {v: i for i, v in enumerate(VERDICT_ORDER)}
-    rows.sort(key=lambda r: (order.get(r.verdict, len(order)), -abs(math.log(r.ratio)) if r.ratio and r.ratio > 0
-                             and math.isfinite(r.ratio) else 0.0))
+    notes += _acknowledge_missing(rows, options.allow_missing)
+    suites_b = {r.suite for r in b.records}
+    for suite in dict.fromkeys(r.suite for r in rows if r.verdict == "missing" and r.suite not in suites_b):
+        notes.append(f"suite {suite!r} is not in B at all: its cases are missing; if B measured fewer suites "
+                     f"on purpose, --allow-missing '{suite}/*' acknowledges it")
+    sort_rows(rows)
     return Comparison(a_label=a.label, b_label=b.label, a_device=a.describe_device(), b_device=b.describe_device(),
                       rows=rows, notes=notes, options=options, environment_diff=environment_diff(a, b),
                       a_rounds=a.rounds, b_rounds=b.rounds)
+
+
+def sort_rows(rows: list[Row]) -> None:
+    """Regressions first (VERDICT_ORDER), the largest change first within a verdict."""
+    order = {v: i for i, v in enumerate(VERDICT_ORDER)}
+    rows.sort(key=lambda r: (order.get(r.verdict, len(order)), -abs(math.log(r.ratio)) if r.ratio and r.ratio > 0
+                             and math.isfinite(r.ratio) else 0.0))
+
+
+def _in_selection(key, b: ResultSet) -> bool:
+    """Whether B, a run, was asked to run the case ``key``: its suite is among B's suites, and where B's
+    request narrowed the plan (-k, --variant, --param, a shard) the case is in B's plan. A case of a
+    suite B ran without a filter is in the selection: its absence is a removal, and fails as missing."""
+    meta = b.meta or {}
+    if b.kind != "run" or not isinstance(meta.get("suites"), dict):
+        return True
+    if key.suite not in meta["suites"]:
+        return False
+    narrowed = meta.get("pattern") or meta.get("variants") or meta.get("param_overrides") or meta.get("shard")
+    if not narrowed or not isinstance(meta.get("cases"), list):
+        return True
+    planned = {case_ident(c.get("suite", ""), c.get("variant", ""), c.get("params") or {}) for c in meta["cases"]
+               if isinstance(c, dict)}
+    return key.ident in planned
+
+
+def missing_names(row: Row) -> list[str]:
+    """What an ``--allow-missing`` pattern is matched against for a row: ``suite/variant[params]``,
+    ``suite/variant``, the metric, and ``suite/variant[params]:metric``."""
+    label = f"{row.suite}/{row.case_label}"
+    return [label, f"{row.suite}/{row.variant}", row.metric, f"{label}:{row.metric}"]
+
+
+def _acknowledge_missing(rows: list[Row], patterns: tuple[str, ...]) -> list[str]:
+    """Missing rows a pattern names become ``removed`` (no regression); a note for each pattern
+    that named nothing (a typo would otherwise acknowledge nothing, silently)."""
+    used: set[str] = set()
+    for row in rows:
+        if row.verdict != "missing":
+            continue
+        names = missing_names(row)
+        # the literal label first: its brackets are a character class to fnmatch
+        hit = next((p for p in patterns if p in names or any(fnmatchcase(n, p) for n in names)), None)
+        if hit is not None:
+            used.add(hit)
+            row.verdict = "removed"
+            row.note = f"{row.note}; acknowledged by --allow-missing {hit}".lstrip("; ")
+    return [f"--allow-missing {p} matched no missing case or metric" for p in patterns if p not in used]
 
 
 def _row(rec, metric: str, m, verdict: str, note: str = "", a: float | None = None, b: float | None = None) -> Row:
@@ -110,6 +172,15 @@ def _row(rec, metric: str, m, verdict: str, note: str = "", a: float | None = No
     unit, better, kind = (m.unit, m.better, m.kind) if m is not None else ("", "lower", "quality")
     return Row(suite=rec.suite, variant=rec.variant, params=dict(rec.params), metric=metric, unit=unit,
                better=better, kind=kind, a=a, b=b, ratio=None, verdict=verdict, note=note, key=rec.key)
+
+
+def _declared_atol(metric: str, suite: str, *sides: ResultSet) -> float | None:
+    """The absolute tolerance the suite declares on the metric (``Metric.atol``), B's declaration first."""
+    for rs in sides:
+        value = ((rs.suites_meta.get(suite) or {}).get("metrics") or {}).get(metric, {}).get("atol")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0:
+            return float(value)
+    return None
 
 
 def _judged_metrics(rec) -> list[str]:
@@ -145,24 +216,31 @@ def _compare_case(ra, rb, a: ResultSet, b: ResultSet, options: CompareOptions) -
                     for name in _judged_metrics(ra)] or [_row(rb, "*", None, "failed", f"B {rb.status}: {rb.reason}")]
         if ra.status == "ok":  # skipped in B
             return [_row(rb, name, ra.metrics[name], "missing", f"B {rb.status}: {rb.reason}",
-                         a=ra.metrics[name].finite_value) for name in _judged_metrics(ra)]
+                         a=ra.metrics[name].finite_value)
+                    for name in _judged_metrics(ra)] or [_row(rb, "*", None, "missing", f"B {rb.status}: {rb.reason}")]
         if rb.status == "ok":
             return [_row(rb, name, rb.metrics[name], "new", f"A {ra.status}: {ra.reason}",
                          b=rb.metrics[name].finite_value) for name in _judged_metrics(rb)]
-        if rb.status in FAILED_STATUSES and ra.status not in FAILED_STATUSES:
-            return [_row(rb, "*", None, "failed", f"A {ra.status}, B {rb.status}: {rb.reason}")]
+        if STATUS_RANK[rb.status] > STATUS_RANK[ra.status]:  # a failure for the worse
+            return [_row(rb, "*", None, "failed", f"worse status: {ra.status} in A, {rb.status} in B: {rb.reason}")]
         return [_row(rb, "*", None, "same", f"{ra.status} in A, {rb.status} in B: {rb.reason}")]
     viol_a, viol_b = a.band_violations(ra), b.band_violations(rb)
     rows = []
     names = _judged_metrics(ra) + [n for n in _judged_metrics(rb) if n not in ra.metrics]
+    dtype = rb.params.get("dtype", ra.params.get("dtype"))
     for name in names:
         ma, mb = ra.metrics.get(name), rb.metrics.get(name)
         spec = mb or ma
         ea, eb = Evidence.of(ma, ra, spec.kind), Evidence.of(mb, rb, spec.kind)
-        verdict, ratio, note, noise = judge(ea, eb, spec.better, spec.kind, options)
+        verdict, ratio, note, noise = judge(ea, eb, spec.better, spec.kind, options, dtype=dtype,
+                                            atol=_declared_atol(name, rb.suite, b, a), unit=spec.unit)
         if ea.value is not None and mb is not None and mb.nonfinite:  # a number turned into NaN or inf
             verdict = "slower" if spec.kind in ("time", "rate") else "worse"
             note = f"B is {mb.value} (A was finite)"
+        elif ea.value is not None and eb.nonfinite_rounds and ea.all_finite:  # some rounds turned NaN or inf
+            verdict = "slower" if spec.kind in ("time", "rate") else "worse"
+            total = eb.nonfinite_rounds + len(eb.rounds)
+            note = f"B is NaN or infinite in {eb.nonfinite_rounds} of {total} rounds (A was finite in every round)"
         elif eb.value is not None and ma is not None and ma.nonfinite:
             verdict = "faster" if spec.kind in ("time", "rate") else "better"
             note = f"A was {ma.value}, B is finite"

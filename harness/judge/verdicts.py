@@ -10,10 +10,10 @@ from ..declare.suite import BandViolation
 from ..key import CaseKey, case_label
 from .stats import CompareOptions
 
-REGRESSIONS = ("slower", "worse", "out-of-band", "failed")
+REGRESSIONS = ("slower", "worse", "out-of-band", "failed", "missing")
 IMPROVEMENTS = ("faster", "better")
-VERDICT_ORDER = ("failed", "slower", "worse", "out-of-band", "no-win", "noisy", "faster", "better", "new",
-                 "missing", "same")
+VERDICT_ORDER = ("failed", "slower", "worse", "out-of-band", "missing", "no-win", "noisy", "faster", "better",
+                 "new", "removed", "same")
 
 
 @dataclass(kw_only=True)
@@ -70,6 +70,8 @@ class Comparison:
     environment_diff: list[tuple[str, str, str]] = field(default_factory=list)  # (what, A, B)
     a_rounds: int = 1
     b_rounds: int = 1
+    # how the time rows were judged, where not by the rounds of two runs (``harness ab``: paired)
+    time_rule: str | None = None
 
     def counts(self) -> dict[str, int]:
         out = {v: 0 for v in VERDICT_ORDER}
@@ -79,10 +81,7 @@ class Comparison:
 
     @property
     def regressions(self) -> list[Row]:
-        rows = [r for r in self.rows if r.regression]
-        if self.options.fail_on_missing:
-            rows += [r for r in self.rows if r.verdict == "missing"]
-        return rows
+        return [r for r in self.rows if r.regression]
 
     @property
     def exit_code(self) -> int:

@@ -94,8 +94,18 @@ def measure_workload(workload, timing: Timing, device: str | None = None, dev=No
     if stats.rel_iqr > 0.1:
         info["noisy"] = f"IQR is {stats.rel_iqr:.0%} of the median"
 
+    peak_bytes, out, flops, peak = probe_workload(workload, dev, stats, info, dtype)
+    return WorkloadMeasurement(samples_ms=result.samples_ms, stats=stats, info=info, peak_bytes=peak_bytes,
+                               output=out, host=host, flops=flops, peak=peak)
+
+
+def probe_workload(workload, dev, stats: SampleStats, info: dict[str, Any], dtype: str | None
+                   ) -> tuple[int, Any, float | None, dict | None]:
+    """The untimed calls after timing: (peak bytes, the probe call's output, FLOPs of one call or
+    None, the device's matmul peak for ``dtype`` or None); what they found goes into ``info``."""
     # Memory and FLOPs from separate untimed calls: the FLOP counter keeps tensors alive
     # (activations that checkpointing would free), which would inflate the peak.
+    before = workload.before_sample
     peak_bytes, out = dev.peak_memory(_call(workload.fn, before))
     if workload.flops is None:
         flops = count_flops(_call(workload.fn, before))[0]
@@ -115,8 +125,7 @@ def measure_workload(workload, timing: Timing, device: str | None = None, dev=No
     if dev.is_cuda:
         nvml, why = dev.nvml()
         info["gpu"] = nvml.state() if nvml is not None else {"nvml": why}
-    return WorkloadMeasurement(samples_ms=result.samples_ms, stats=stats, info=info, peak_bytes=peak_bytes,
-                               output=out, host=host, flops=flops if reported else None, peak=peak)
+    return peak_bytes, out, flops if reported else None, peak
 
 
 def _measured_peak(dev, dtype: str) -> dict | None:

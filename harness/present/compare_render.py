@@ -58,9 +58,17 @@ def to_markdown(c: Comparison, changes_only: bool = False) -> str:
     out.append("")
     out += environment_block(c)
     thr = ", ".join(f"{k} {v:.0%}" for k, v in c.options.thresholds.items())
-    out.append(f"Thresholds: {thr}; a time change must also exceed the noise between rounds (A: "
-               f"{c.a_rounds} round(s), B: {c.b_rounds}), with the closest rounds of A and B apart by the "
-               "threshold. Ratio = B/A [its interval].")
+    quality_floor = "the larger of 4 ulps of the case's dtype at its value and the suite's atol"
+    if c.options.quality_atol is not None:
+        quality_floor += f" (at least {c.options.quality_atol:g})"
+    time_rule = c.time_rule or (
+        f"a time change must also exceed the noise between rounds (A: {c.a_rounds} round(s), B: {c.b_rounds}), with "
+        "the closest rounds of A and B apart by the threshold (from 5 rounds a side, each side's lowest and highest "
+        "quarter left out)")
+    out.append(f"Thresholds: {thr}; {time_rule}. A memory "
+               f"change must also exceed max({c.options.memory_atol_mib * 1024:g} KiB, 1% of A); a quality change, "
+               f"{quality_floor}. Missing cases and metrics are regressions unless --allow-missing names them. "
+               "Ratio = B/A [its interval].")
     for n in c.notes:
         out.append(f"\nNote: {n}")
     out.append("")

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..declare.suite import violations_text
 from ..judge.pairing import spread_notes
+from ..judge.verdicts import REGRESSIONS
 from ..results.store import write_output_file
 from ..key import CaseKey, case_label, kv_text as _kv, params_text
 from .export import HTML_STYLE, build_tables, tables_html
@@ -538,7 +539,7 @@ def build_report(rs: ResultSet, comparison=None, title: str | None = None) -> st
         sections=sections,
         environment=_environment_items(rs.environment or {"environment": "not recorded"}),
         warnings=list(rs.warnings),
-        regression_verdicts=("failed", "slower", "worse", "out-of-band"),
+        regression_verdicts=REGRESSIONS,
     )
 
 

@@ -4,6 +4,7 @@ round; :class:`CaseRuns` holds a case's round records and derives the one record
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterable
@@ -69,8 +70,9 @@ def _aggregate_case(group: list[Record]) -> Record:
     for name in names:
         ms = [r.metrics[name] for r in ok if name in r.metrics]
         base = ms[0]
-        per_round = [m.finite_value for m in ms]
-        finite = sorted(v for v in per_round if v is not None)
+        # a NaN or infinite round stays so (compare fails a round that turned non-finite)
+        per_round = [float(m.value) if m.nonfinite else m.finite_value for m in ms]
+        finite = sorted(v for v in per_round if v is not None and math.isfinite(v))
         extra = dict(base.extra)
         extra["rounds"] = per_round
         if not finite:

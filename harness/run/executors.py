@@ -177,17 +177,12 @@ class CaseExecutor:
         except BaseException as exc:  # noqa: BLE001 - failures are data
             if isinstance(exc, (KeyboardInterrupt, RunTerminated)):  # the run ends, no case is blamed
                 raise
-            metrics, info = {}, {"traceback": traceback.format_exc(limit=20)}
-            if is_sticky_cuda_error(exc):
-                status = "crashed"
-                reason = f"sticky CUDA error, the process's CUDA context is lost: {type(exc).__name__}: {_first_line(exc)}"
-                info["sticky_cuda_error"] = True
+            metrics = {}
+            status, reason, info = failure_of(exc)
+            if status == "crashed":
                 info["process_replaced"] = self._poison()
-            elif is_oom(exc):
-                status, reason = "oom", f"{type(exc).__name__}: {_first_line(exc)}"
+            elif status == "oom":
                 self.drop_state()
-            else:
-                status, reason = "failed", f"{type(exc).__name__}: {_first_line(exc)}"
         finally:
             changed, process_changed = saved.restore(), process.restore()
         if changed:
@@ -267,6 +262,19 @@ def _free_device_memory() -> None:
             torch.cuda.empty_cache()
     except Exception:
         pass
+
+
+def failure_of(exc: BaseException) -> tuple[str, str, dict[str, Any]]:
+    """(status, reason, info) of an exception a case raised; call inside its ``except`` (the info
+    keeps the traceback). A sticky CUDA error is ``crashed``: the process's CUDA context is lost."""
+    info: dict[str, Any] = {"traceback": traceback.format_exc(limit=20)}
+    what = f"{type(exc).__name__}: {_first_line(exc)}"
+    if is_sticky_cuda_error(exc):
+        return "crashed", f"sticky CUDA error, the process's CUDA context is lost: {what}", {
+            **info, "sticky_cuda_error": True}
+    if is_oom(exc):
+        return "oom", what, info
+    return "failed", what, info
 
 
 def _first_line(exc: BaseException) -> str:
