@@ -13,14 +13,27 @@ peak_memory, tflops, throughput and the suite's own). Each function's ``benchmar
   params, ``variant=a,b`` picks variants); ``$HARNESS_ASV_K`` filters like ``-k``. Points that
   are not in the plan, variants skipped here (a CUDA-only one on the CPU) and metrics a
   variant does not report are skipped in asv (shown as n/a), failures fail the benchmark.
-- **Measurement.** A run session (:mod:`harness.run.session`) measures the case (device events on
-  CUDA, never asv's host timer) into a complete run folder; ``$HARNESS_ASV_DEVICE`` picks the
-  device (default ``auto``). A case is measured once per asv sample: the run folders live in
-  the working folder that asv's ``setup_cache`` gives every benchmark of a run, and each
-  ``track_`` function takes the oldest record it has not used yet, measuring a new one only
-  when it has used them all.
+- **Measurement.** asv runs each ``track_`` at each param point in a process of its own (a
+  fresh interpreter with asv's default launch method, a fork with ``--launch-method
+  forkserver``), so nothing is measured there. The ``track_`` functions of a suite share asv's
+  ``setup_cache``, one per suite module (:func:`cache_group`), which asv runs once per ``asv
+  run`` (and commit and environment) in a fresh process and a working folder of its own:
+  :func:`measure_group` measures every case of the module's suites in one run session
+  (:mod:`harness.run.session`, as ``harness run`` does: device events on CUDA, never asv's host
+  timer) into a complete run folder there, and returns each metric's asv value, or why it is
+  n/a or failed, at each point. asv hands that value to every benchmark of the suite, whose
+  ``setup`` only looks its value up: a case is measured once per asv run, whatever the number
+  of metrics that read it. (asv keeps one value of a ``track_`` benchmark per run, a later
+  round's replacing an earlier one, so more ``rounds`` would only read the same value again.)
+  ``$HARNESS_ASV_DEVICE`` picks the device (default ``auto``), ``$HARNESS_ASV_THREADS`` the CPU
+  threads; ``$HARNESS_ASV_TIMEOUT`` (default 600 s) is the limit per case, setup_cache's being
+  that times the number of cases it measures.
+- **Benchmark processes.** asv starts each benchmark in the folder holding setup_cache's
+  pickled value (``cache.pickle``): there :func:`benchmark_classes` rebuilds the classes of that
+  value's suites from the value (:func:`cached_classes`) instead of discovering the suites, so a
+  benchmark process imports neither the suites nor torch.
 - **Recorded runs.** With ``$HARNESS_ASV_RECORDS`` naming a run folder, nothing is measured:
-  every benchmark takes its value from that run's record of the case (the median of its rounds),
+  setup_cache takes every value from that run's record of the case (the median of its rounds),
   so ``asv run --python=same --set-commit-hash C`` records in asv's history exactly what the run
   measured; cases the run lacks are n/a. The nightly job does this.
 - **Version.** ``Suite.benchmark_version()``: what is measured (declaration, inputs, metric
@@ -34,12 +47,11 @@ peak_memory, tflops, throughput and the suite's own). Each function's ``benchmar
   throughput shows as a factor of 1.11), which a negated value would not give. A value of 0
   or below has no reciprocal and is reported as n/a.
 
-Nothing here touches the GPU or the disk at import time, and no suite module imports this one.
+Importing this module touches neither the GPU nor the disk, and no suite module imports this one.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -60,6 +72,7 @@ DEFAULT_PROFILE = "quick"
 DEFAULT_TIMEOUT_S = 600.0
 VARIANT_PARAM = "variant"
 CACHE_FOLDER = "harness-asv-records"
+CACHE_FORMAT = "harness-asv-setup-cache/1"  # marks a setup_cache value made by this module
 
 
 @dataclass(frozen=True)
@@ -136,99 +149,141 @@ def layout(cls) -> Layout:
 
 # --------------------------------------------------------------------------- measuring
 _CURRENT: dict[tuple, float] = {}  # (suite, metric, params) -> value set by setup, read by track
+_LAID_OUT: dict[str, type] = {}  # suite name -> the Suite class benchmark_class laid out in this process
+_SETUP_CACHES: dict[str, Any] = {}  # suite name -> its setup_cache function
 
 
-def asv_setup_cache() -> dict[str, str]:
-    """asv's setup_cache: runs once per asv run in a fresh folder shared by the benchmarks."""
-    return {"dir": os.getcwd()}
+def cache_group(cls) -> str:
+    """The suites that share one asv ``setup_cache``: those of one module.
+
+    asv runs a ``setup_cache`` once per key, ``<module name less its first part>:<line>``, and
+    hands its value to every benchmark with that key. Each suite's ``setup_cache`` is the same
+    function (one line) named into its suite's module, so the key is the suite's module
+    (``suites.attention`` -> ``attention``), and it measures every suite of that module.
+    """
+    return ".".join(cls.__module__.split(".", 1)[1:])
 
 
-def _point_folder(cache: dict | None, suite: str, params: tuple) -> Path:
-    key = hashlib.sha1(params_text([repr(p) for p in params]).encode()).hexdigest()[:16]
-    folder = Path(cache["dir"] if cache else os.getcwd()) / CACHE_FOLDER / suite / key
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+def point_key(params) -> str:
+    """The key of an asv param point (grid values and variant label) in setup_cache's tables."""
+    return params_text([repr(p) for p in params])
 
 
-def _measure(cls, case, folder: Path) -> "Record":  # noqa: F821 - results.Record, imported lazily
+def outcome(record, metric_name: str) -> tuple[str, Any]:
+    """What asv records for ``metric_name`` of a case: ``("value", v)``, ``("skip", why)`` (n/a)
+    or ``("fail", why)`` (the benchmark fails)."""
+    if record.status == "skipped":
+        return "skip", f"skipped: {record.reason}"
+    if record.status != "ok":
+        return "fail", f"{record.status}: {record.reason}"
+    metric = record.metrics.get(metric_name)
+    if metric is None or metric.value is None:
+        return "skip", f"{record.variant} does not report {metric_name}"
+    value = asv_value(metric.value, metric.better)
+    if math.isnan(value):
+        return "skip", f"{metric_name} = {metric.value!r} has no asv value"
+    return "value", value
+
+
+def _measure(classes: list, folder: Path) -> list:
+    """One run session of every laid-out case of ``classes`` into the run folder ``folder``."""
     from .measure.environment import resolve_device
     from .run.request import RunRequest
     from .run.session import RunSession
 
     threads = os.environ.get(ENV_THREADS, "").strip()
     device = resolve_device(os.environ.get(ENV_DEVICE, "").strip() or "auto")
-    request = RunRequest(device=device, profile=cls.__asv_layout__.profile, threads=int(threads) if threads else None,
-                         argv=["asv"])
-    session = RunSession(folder, [replace(case, device=device)], {cls.suite_name(): cls}, request, run_id="asv")
-    (record,) = session.run().records
-    return record
+    request = RunRequest(device=device, profile=classes[0].__asv_layout__.profile,
+                         threads=int(threads) if threads else None, argv=["asv"])
+    cases = [replace(case, device=device) for cls in classes for case in cls.__asv_layout__.cases.values()]
+    session = RunSession(folder, cases, {cls.suite_name(): cls for cls in classes}, request, run_id="asv")
+    return session.run().records
 
 
-_RUN_RECORDS: dict[str, dict] = {}
-
-
-def recorded(run_dir: str, case):
-    """The record of ``case`` in the run folder ``run_dir`` (rounds aggregated), measuring nothing."""
+def recorded(run_dir: str) -> list:
+    """The records of the run folder ``run_dir`` (rounds aggregated: the median), measuring nothing."""
     from .results import load_results
 
-    if run_dir not in _RUN_RECORDS:
-        _RUN_RECORDS[run_dir] = {r.key: r for r in load_results(run_dir).records}
-    record = _RUN_RECORDS[run_dir].get(case.key)
-    if record is None:
-        raise NotImplementedError(f"not measured in the run {run_dir}")
-    return record
+    return load_results(run_dir).records
 
 
-def record_for(cls, case, cache: dict | None, params: tuple, metric: str):
-    """The record this metric uses for this sample: the oldest it has not used, else a new one.
+def measure_group(group: str) -> dict[str, Any]:
+    """asv's ``setup_cache`` of the suites of one module (:func:`cache_group`).
 
-    With ``$HARNESS_ASV_RECORDS`` naming a run folder, the record is that run's (the nightly job
-    records in asv what it has just measured, without measuring again).
+    Measures every laid-out case of those suites in one run session, as ``harness run`` does,
+    into a run folder under the working folder asv gives the group (or, with
+    ``$HARNESS_ASV_RECORDS``, reads that run folder instead), and returns what every ``track_``
+    of those suites reads: each metric's outcome at each param point, and the layout from which
+    a benchmark process builds the classes without importing the suites (see
+    :func:`benchmark_classes`). asv pickles the value into the group's folder and passes it to
+    every benchmark of the group.
     """
-    from .results import load_results
-
+    classes = [c for c in _LAID_OUT.values() if cache_group(c) == group and c.__asv_layout__.cases]
     run_dir = os.environ.get(ENV_RECORDS, "").strip()
     if run_dir:
-        return recorded(run_dir, case)
-    point = _point_folder(cache, cls.suite_name(), params)
-    used_path = point / f"{metric}.used"
-    used = int(used_path.read_text()) if used_path.is_file() else 0
-    measured = sorted((p for p in point.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-    if used < len(measured):
-        record = load_results(measured[used]).records[0]
+        folder, missing = Path(run_dir), ("skip", f"not measured in the run {run_dir}")
+        records = recorded(run_dir)
     else:
-        record = _measure(cls, case, point / str(len(measured)))
-    used_path.write_text(str(used + 1))
-    return record
-
-
-def _make_setup(cls, metric_name: str):
-    def setup(cache, *params):
-        """Measure the case (or reuse this sample's record) and keep the metric's asv value."""
+        folder, missing = Path.cwd() / CACHE_FOLDER / (group or "suites"), ("fail", "the run session left no record")
+        records = _measure(classes, folder) if classes else []
+    by_key = {r.key: r for r in records}
+    outcomes: dict[str, dict] = {}
+    layouts: list[dict] = []
+    for cls in classes:
         lay = cls.__asv_layout__
-        case = lay.cases.get(tuple(params))
-        if case is None:
+        metrics = [m.name for m in cls.metric_specs().values()]
+        table: dict[str, dict] = {m: {} for m in metrics}
+        for point, case in lay.cases.items():
+            record = by_key.get(case.key)
+            for m in metrics:
+                table[m][point_key(point)] = outcome(record, m) if record is not None else missing
+        outcomes[cls.suite_name()] = table
+        layouts.append({"suite": cls.suite_name(), "attr": _identifier(_name_prefix(cls)), "class": cls.__name__,
+                        "prefix": _name_prefix(cls), "params": [list(v) for v in lay.params],
+                        "param_names": list(lay.param_names), "metrics": metrics})
+    return {"format": CACHE_FORMAT, "group": group, "dir": os.getcwd(), "run": str(folder),
+            "outcomes": outcomes, "layouts": layouts}
+
+
+def _make_setup_cache(cls):
+    group = cache_group(cls)
+
+    def setup_cache():
+        """Measure every case of this module's suites once (see harness.asv_adapter.measure_group)."""
+        return measure_group(group)
+
+    # asv's key for it is '<this module less its first part>:<line>': one per suite module
+    setup_cache.__module__ = cls.__module__
+    # the source asv shows (and, without it, reads with inspect in every benchmark process)
+    setup_cache.pretty_source = (f"# setup_cache: every case of the suites of module {cls.__module__!r} measured once, "
+                                 "in one run session (harness.asv_adapter.measure_group)\n")
+    return setup_cache
+
+
+def _make_setup(suite: str, metric_name: str):
+    def setup(cache, *params):
+        """Take the metric's value at this point from setup_cache's measurement of the suite."""
+        try:
+            table = cache["outcomes"][suite][metric_name]
+        except (KeyError, TypeError):
+            raise RuntimeError(f"asv's setup_cache did not measure the suite {suite!r}") from None
+        found = table.get(point_key(params))
+        if found is None:
             raise NotImplementedError("not in the plan of this profile")
-        record = record_for(cls, case, cache, tuple(params), metric_name)
-        if record.status == "skipped":
-            raise NotImplementedError(f"skipped: {record.reason}")
-        if record.status != "ok":
-            raise RuntimeError(f"{record.status}: {record.reason}")
-        metric = record.metrics.get(metric_name)
-        if metric is None or metric.value is None:
-            raise NotImplementedError(f"{record.variant} does not report {metric_name}")
-        value = asv_value(metric.value, metric.better)
-        if math.isnan(value):
-            raise NotImplementedError(f"{metric_name} = {metric.value!r} has no asv value")
-        _CURRENT[(cls.suite_name(), metric_name, tuple(params))] = value
+        kind, value = found
+        if kind == "skip":
+            raise NotImplementedError(value)
+        if kind == "fail":
+            raise RuntimeError(value)
+        _CURRENT[(suite, metric_name, tuple(params))] = value
 
     return setup
 
 
-def _make_track(cls, metric_name: str):
+def _make_track(suite: str, metric_name: str):
     def track(self, cache, *params):
-        """Return the value measured by the harness engine in setup (see harness.asv_adapter)."""
-        return _CURRENT.pop((cls.suite_name(), metric_name, tuple(params)))
+        """Return the value measured by the harness engine in setup_cache (see harness.asv_adapter)."""
+        return _CURRENT.pop((suite, metric_name, tuple(params)))
 
     return track
 
@@ -249,6 +304,25 @@ def _name_prefix(cls) -> str:
     return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}"
 
 
+def _bare_track(suite: str, metric_name: str, prefix: str, params, param_names, timeout: float):
+    """A ``track_<metric>`` function with what every asv process needs: name, params, set-up."""
+    track = _make_track(suite, metric_name)
+    fname = f"track_{_identifier(metric_name)}"
+    track.__name__ = fname
+    track.__qualname__ = f"{prefix.rsplit('.', 1)[-1]}.{fname}"
+    track.benchmark_name = f"{prefix}.{fname}"
+    track.params = [list(v) for v in params]
+    track.param_names = list(param_names)
+    track.timeout = timeout
+    track.setup = _make_setup(suite, metric_name)
+    track.setup.pretty_source = "# setup: the value at this point, from setup_cache's value\n"
+    return fname, track
+
+
+def _timeout() -> float:
+    return float(os.environ.get(ENV_TIMEOUT, "").strip() or DEFAULT_TIMEOUT_S)
+
+
 def benchmark_class(cls) -> type:
     """A new asv benchmark class for a Suite subclass: one ``track_<metric>`` per metric."""
     prefix = _name_prefix(cls)
@@ -263,39 +337,84 @@ def benchmark_class(cls) -> type:
         namespace["track_latency"] = track
         return type(cls.__name__, (), namespace)
     cls.__asv_layout__ = lay
-    timeout = float(os.environ.get(ENV_TIMEOUT, "").strip() or DEFAULT_TIMEOUT_S)
+    _LAID_OUT[cls.suite_name()] = cls
+    timeout = _timeout()
+    setup_cache = _SETUP_CACHES[cls.suite_name()] = _make_setup_cache(cls)
+    # the whole module's cases are measured in it: asv's timeout is per case (benchmark_classes
+    # sums it over the module's suites)
+    setup_cache.timeout = timeout * max(1, len(lay.cases))
     for metric in (cls.metric_specs().values() if lay.cases else ()):
-        track = _make_track(cls, metric.name)
-        fname = f"track_{_identifier(metric.name)}"
-        track.__name__ = fname
-        track.__qualname__ = f"{cls.__qualname__}.{fname}"
-        track.benchmark_name = f"{prefix}.{fname}"
+        fname, track = _bare_track(cls.suite_name(), metric.name, prefix, lay.params, lay.param_names, timeout)
         inverted = metric.better == "higher"
-        track.params = [list(v) for v in lay.params]
-        track.param_names = list(lay.param_names)
         track.unit = (inverted_unit(metric.unit) if inverted else metric.unit) or "unitless"
         track.version = version
-        track.timeout = timeout
-        track.setup_cache = asv_setup_cache
-        track.setup = _make_setup(cls, metric.name)
+        track.setup_cache = setup_cache
         shown = f"1/{metric.name} (inverted: {metric.name} is higher-is-better)" if inverted else metric.name
         track.pretty_name = f"{cls.suite_name()}: {shown} [{track.unit}]"
         track.pretty_source = (
             f"# suite {cls.suite_name()!r}, metric {metric.name!r} [{metric.unit}], {metric.better} is better\n"
             f"# {metric.description}\n"
-            f"# measured by the harness engine (harness.run.session.RunSession), profile {lay.profile!r}\n"
+            f"# measured by the harness engine (harness.run.session.RunSession) in asv's setup_cache, "
+            f"once per asv run for every metric of the case, profile {lay.profile!r}\n"
             + (f"# recorded as 1/value in {track.unit} so that lower is better in asv\n" if inverted else "")
         )
         namespace[fname] = track
     return type(cls.__name__, (), namespace)
 
 
+def cached_classes(cache: Any) -> dict[str, type]:
+    """Benchmark classes rebuilt from a setup_cache value (:func:`measure_group`), importing no suite.
+
+    They hold what a benchmark process uses (names, params, ``setup``, a ``setup_cache`` so that
+    asv passes the value on): every value is read from the value itself.
+    """
+    out: dict[str, type] = {}
+    timeout = _timeout()
+
+    def setup_cache():
+        """Stands in for the suite's setup_cache, whose value asv has already made."""
+        return cache
+
+    setup_cache.pretty_source = "# setup_cache: its value, made by the suite's setup_cache\n"
+    for lay in cache["layouts"]:
+        namespace: dict[str, Any] = {"__doc__": f"asv benchmarks of the suite {lay['suite']!r} (from setup_cache)"}
+        for metric in lay["metrics"]:
+            fname, track = _bare_track(lay["suite"], metric, lay["prefix"], lay["params"], lay["param_names"], timeout)
+            track.setup_cache = setup_cache
+            track.pretty_source = f"# {lay['suite']}: {metric}, from setup_cache's value\n"
+            namespace[fname] = track
+        out[lay["attr"]] = type(lay["class"], (), namespace)
+    return out
+
+
+def _setup_cache_here() -> Any:
+    """The value this module's setup_cache left in the working folder, if this is an asv
+    benchmark process (asv runs them in the folder holding ``cache.pickle``), else None."""
+    import pickle
+
+    path = Path("cache.pickle")
+    if not path.is_file():
+        return None
+    try:
+        with path.open("rb") as fh:
+            cache = pickle.load(fh)
+    except Exception:  # not ours, or not readable here: discover the suites as usual
+        return None
+    return cache if isinstance(cache, dict) and cache.get("format") == CACHE_FORMAT else None
+
+
 def benchmark_classes() -> dict[str, type]:
     """Benchmark classes of every suite under ``suites/``, keyed by a module attribute name.
 
     A suite file that fails to load becomes a benchmark that fails with the reason, so asv
-    shows it rather than dropping it.
+    shows it rather than dropping it. In an asv benchmark process (run in the folder where
+    this module's setup_cache left its value) the classes of that value's suites are rebuilt
+    from it (:func:`cached_classes`): such a process only reads a value, and imports neither the
+    suites nor torch.
     """
+    cache = _setup_cache_here()
+    if cache is not None:
+        return cached_classes(cache)
     from .declare.registry import discover
 
     reg = discover()
@@ -303,6 +422,11 @@ def benchmark_classes() -> dict[str, type]:
     for name in reg.names():
         cls = reg.suites[name]
         out[_identifier(_name_prefix(cls))] = benchmark_class(cls)
+    timeout, cases = _timeout(), {}
+    for cls in _LAID_OUT.values():  # a module's setup_cache measures all its suites' cases
+        cases[cache_group(cls)] = cases.get(cache_group(cls), 0) + len(cls.__asv_layout__.cases)
+    for suite, cls in _LAID_OUT.items():
+        _SETUP_CACHES[suite].timeout = timeout * max(1, cases[cache_group(cls)])
     for failure in reg.failures:
         stem = Path(failure.path).stem
         track = _make_failing_track(f"suite file {failure.path} failed to load: {failure.error}")

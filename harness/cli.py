@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads", type=_typed(int, thread_count, "--threads"),
                      help="torch CPU threads (default on the CPU: half the usable cores, at most 8, for numbers "
                           "that hold on a shared machine; recorded)")
+    run.add_argument("--cpus", type=_typed(str, _cpu_list_or_all, "--cpus"), metavar="LIST|all",
+                     help="on the CPU, the cores the run is pinned to, e.g. 3 or 2,3 (default: the last --threads "
+                          "cores this process may use, recorded; 'all': not pinned)")
     run.add_argument("--rounds", type=_typed(int, strictly_positive, "--rounds"), default=1, metavar="R",
                      help="passes over all cases, one after the other (default 1): compare reads the spread "
                           "between rounds as the run-to-run noise; a nightly gate wants 3 or more")
@@ -361,12 +364,16 @@ def cmd_run(args) -> int:
         return _finish_run(args, session, session.run_remaining(), against)
     _, selected, failures = resolve_targets(args.targets)
     _warn_failures(failures)
+    if isinstance(args.cpus, list) and args.threads and args.threads > len(args.cpus):
+        raise UsageError(f"--threads {args.threads} is more than the {len(args.cpus)} core(s) of --cpus: the threads "
+                         f"would take turns on them")
     request = build_request(
         selected, profile=args.profile, device=args.device, pattern=args.pattern,
         params=merge_param_items(args.param), variants=_variant_names(args.variant), isolate=args.isolate,
         supervise=args.supervise, worker_per_case=args.worker_per_case, executor=args.executor,
         ray_address=args.ray_address, shard=args.shard, timeout_s=args.timeout, threads=args.threads,
         rounds=args.rounds, progress=not args.no_progress, argv=args.argv,
+        cpus=None if args.cpus in (None, "all") else args.cpus, pin=args.cpus != "all",
     )
     session = RunSession(Path(args.out) if args.out else None, plan_request(request, selected),
                          {c.suite_name(): c for c in selected}, request, load_failures=failures)
@@ -639,6 +646,11 @@ def cmd_doctor(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return run_doctor(device, sys.stdout)
+
+
+def _cpu_list_or_all(text: str, name: str = "--cpus"):
+    """``all`` (not pinned) or a list of cores (:func:`_cpu_list`)."""
+    return "all" if text.strip() == "all" else _cpu_list(text, name)
 
 
 def _cpu_list(text: str, name: str = "--cpus") -> list[int]:

@@ -61,6 +61,23 @@ class Probe(Suite):
         if FAIL:
             raise RuntimeError("the new code path is broken")
         return Workload(self._chain(x, 4), metrics={{"score": 1.0}})
+
+    @variant()
+    def crashes(self, x, params):
+        import ctypes
+        if FAIL:
+            return Workload(lambda: ctypes.string_at(0))  # a segfault in the timed call
+        return Workload(self._chain(x, 4), metrics={{"score": 1.0}})
+
+    @variant()
+    def hangs(self, x, params):
+        import time
+        if FAIL:
+            def forever():
+                while True:
+                    time.sleep(0.01)
+            return Workload(forever)
+        return Workload(self._chain(x, 4), metrics={{"score": 1.0}})
 {extra}'''
 
 ADDED = '''
@@ -108,7 +125,7 @@ def _rows(out: Path) -> dict[tuple[str, str], dict]:
 
 def test_a_2x_slowdown_and_a_broken_variant_fail_the_gate_and_nothing_else_is_flagged(repo, tmp_path):
     out = tmp_path / "ab"
-    done = _ab("HEAD~1", "HEAD", "--out", str(out), "--quiet", cwd=repo)
+    done = _ab("HEAD~1", "HEAD", "--variant", "steady,slowed,breaks,added", "--out", str(out), "--quiet", cwd=repo)
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr
     rows = _rows(out)
@@ -171,6 +188,7 @@ def test_two_checkouts_of_a_repository_that_holds_only_suite_files(tmp_path):
     (["HEAD", "HEAD", "--cpus", "4096"], "not among the cores"),
     (["HEAD", "HEAD", "--cpus", "a-b"], "expected core numbers"),
     (["HEAD", "HEAD", "nosuch"], "unknown suite 'nosuch'"),
+    (["HEAD", "HEAD", "--variant", "nope"], "unknown variant 'nope': neither side has it"),
     (["HEAD", "HEAD", "other/probe.py"], "has no other/probe.py"),
 ])
 def test_bad_input_is_one_line(repo, tmp_path, args, message):
@@ -197,3 +215,55 @@ def test_engine_sides_needs_the_worker_in_the_sides_harness(repo, tmp_path):
     assert done.returncode == 2 and "has no ab worker" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     shutil.rmtree(fake)
+
+
+def test_a_crash_and_a_hang_on_one_side_are_records_and_the_run_goes_on(repo, tmp_path):
+    out = tmp_path / "ab"
+    done = _ab("HEAD~1", "HEAD", "--variant", "steady,crashes,hangs,slowed", "--timeout", "20", "--out", str(out),
+               "--quiet", cwd=repo)
+    assert done.returncode == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    statuses = {r.variant: r.status for r in load_results(out / "b").records}
+    assert statuses == {"steady": "ok", "crashes": "crashed", "hangs": "timeout", "slowed": "ok"}, statuses
+    assert {r.status for r in load_results(out / "a").records} == {"ok"}
+    rows = _rows(out)
+    assert rows[("slowed", "latency")]["verdict"] == "slower"  # measured after the crash and the hang
+    assert "SIGSEGV" in next(r.reason for r in load_results(out / "b").records if r.variant == "crashes")
+
+
+def test_a_killed_driver_leaves_no_worker_behind(repo, tmp_path):
+    """The driver killed (SIGKILL) while side B's worker is inside a hung batch: the worker's
+    guardian ends it."""
+    import os
+    import signal
+    import time
+    import uuid
+
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "AB_TEST_TAG": tag}
+    p = subprocess.Popen([sys.executable, "-m", "harness", "ab", "HEAD~1", "HEAD", "--variant", "hangs", "--device",
+                          "cpu", "--no-progress", "--out", str(tmp_path / "ab")], cwd=repo, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def tagged() -> list[int]:
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit() and int(proc.name) != p.pid:
+                try:
+                    if f"AB_TEST_TAG={tag}".encode() in (proc / "environ").read_bytes() and \
+                            (proc / "stat").read_text().split(")")[-1].split()[0] != "Z":
+                        found.append(int(proc.name))
+                except OSError:
+                    pass
+        return found
+
+    deadline = time.monotonic() + 300
+    while len(tagged()) < 2 and time.monotonic() < deadline:  # both workers are up
+        time.sleep(0.5)
+    time.sleep(15)  # side B is inside its hung call
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.monotonic() + 20
+    while tagged() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not tagged()

@@ -54,16 +54,24 @@ def test_suites_are_not_benchmarks():
 
 
 def test_attention_has_one_track_per_metric_with_units_and_version():
+    from asv_runner.benchmarks._base import get_setup_cache_key
+
     from suites.attention import Attention
+    from suites.normalization import Normalization
 
     bench = _bench(Attention)
+    other = _bench(Normalization).track_latency.setup_cache
+    assert get_setup_cache_key(other).startswith("normalization:")
     for metric in ATTENTION_METRICS:
         track = getattr(bench, f"track_{metric}")
         assert track.benchmark_name == f"attention.Attention.track_{metric}"
         assert track.version == Attention.benchmark_version()
         assert track.param_names[-1] == "variant"
         assert "performer[features=16]" in track.params[-1]
-        assert track.setup_cache is asv_adapter.asv_setup_cache
+        # one setup_cache per suite module: asv runs it once and passes its value to all of them
+        assert get_setup_cache_key(track.setup_cache) == get_setup_cache_key(bench.track_latency.setup_cache)
+    assert get_setup_cache_key(bench.track_latency.setup_cache).startswith("attention:")
+    assert bench.track_latency.setup_cache.timeout == bench.track_latency.timeout * len(Attention.__asv_layout__.cases)
     assert bench.track_latency.unit == "ms"
     assert bench.track_tflops.unit == "s/TFLOP"  # higher is better: recorded as 1/value
 
@@ -120,57 +128,112 @@ def test_profile_and_param_environment(monkeypatch):
     assert 32768 in lay.params[lay.param_names.index("seq_len")]
 
 
-def test_measured_once_per_sample(tmp_path, monkeypatch):
-    """Several metrics at one point share a record; a second sample measures again."""
-    from suites.attention import Attention
-
-    _bench(Attention)
-    calls = []
-
-    def fake_measure(cls, case, folder):
-        calls.append(case)
-        folder.mkdir(parents=True)
-        record = _fake_record(case)
-        with RecordWriter(folder) as w:
-            w.write(record)
-        return record
-
-    monkeypatch.setattr(asv_adapter, "_measure", fake_measure)
-    cache = {"dir": str(tmp_path)}
-    point = next(iter(Attention.__asv_layout__.cases))
-    case = Attention.__asv_layout__.cases[point]
-    for metric in ATTENTION_METRICS:
-        asv_adapter.record_for(Attention, case, cache, point, metric)
-    assert len(calls) == 1
-    asv_adapter.record_for(Attention, case, cache, point, "latency")  # latency's second sample
-    assert len(calls) == 2
-    asv_adapter.record_for(Attention, case, cache, point, "tflops")  # reuses that second sample
-    assert len(calls) == 2
-
-
-def test_a_measurement_is_a_complete_run_folder(tmp_path, monkeypatch):
-    """asv measures through the run session: each sample is a run folder that export reads."""
-    from harness.results import load_results
-    from suites.attention import Attention
-
-    monkeypatch.setenv(asv_adapter.ENV_PARAM, "variant=linear;causal=false;pass=forward")
-    monkeypatch.setenv(asv_adapter.ENV_DEVICE, "cpu")
-    _bench(Attention)
-    point = next(iter(Attention.__asv_layout__.cases))
-    record = asv_adapter.record_for(Attention, Attention.__asv_layout__.cases[point], {"dir": str(tmp_path)},
-                                    point, "latency")
-    assert record.status == "ok" and record.metrics["latency"].kind == "time"
-    (folder,) = [p for p in tmp_path.rglob("run.json")]
-    run = load_results(folder.parent)
-    assert run.finished and run.suites_meta["attention"]["reference"] == "softmax"
-    assert run.environment["device"] == "cpu"
-
-
 def _fake_record(case):
     from harness.results import Record
 
     return Record(suite=case.suite, variant=case.variant, params=case.params_dict, device="cpu", status="ok",
                   metrics={"latency": {"value": 1.0, "unit": "ms", "better": "lower", "kind": "time"}})
+
+
+def _fake_measure(calls):
+    def measure(classes, folder):
+        cases = [c for cls in classes for c in cls.__asv_layout__.cases.values()]
+        calls.append(cases)
+        folder.mkdir(parents=True)
+        records = [_fake_record(case) for case in cases]
+        with RecordWriter(folder) as w:
+            for record in records:
+                w.write(record)
+        return records
+
+    return measure
+
+
+def test_setup_cache_measures_each_case_once_for_every_metric(tmp_path, monkeypatch):
+    """asv's setup_cache measures every case of the suite in one session; each track_ of each
+    metric at each point only reads that measurement."""
+    from suites.attention import Attention
+
+    bench = _bench(Attention)
+    calls = []
+    monkeypatch.setattr(asv_adapter, "_measure", _fake_measure(calls))
+    monkeypatch.chdir(tmp_path)
+    cache = bench.track_latency.setup_cache()
+    lay = Attention.__asv_layout__
+    assert len(calls) == 1 and len(calls[0]) == len(lay.cases) > 1
+    point = next(iter(lay.cases))
+    instance = bench()
+    for _ in range(2):  # a second read (asv's rounds) reads the same value
+        bench.track_latency.setup(cache, *point)
+        assert bench.track_latency(instance, cache, *point) == 1.0
+    with pytest.raises(NotImplementedError, match="does not report tflops"):
+        bench.track_tflops.setup(cache, *point)
+    outside = tuple(v[-1] for v in lay.params)
+    if outside not in lay.cases:
+        with pytest.raises(NotImplementedError, match="not in the plan"):
+            bench.track_latency.setup(cache, *outside)
+    assert len(calls) == 1
+    assert cache["format"] == asv_adapter.CACHE_FORMAT and Path(cache["run"]).parent == tmp_path / "harness-asv-records"
+
+
+def test_a_measurement_is_a_complete_run_folder(tmp_path, monkeypatch):
+    """asv measures through the run session: setup_cache leaves a run folder that export reads,
+    and the track_ values are its records' (higher-is-better ones inverted)."""
+    from harness.results import load_results
+    from suites.attention import Attention
+
+    monkeypatch.setenv(asv_adapter.ENV_PARAM, "variant=linear;causal=false;pass=forward")
+    monkeypatch.setenv(asv_adapter.ENV_DEVICE, "cpu")
+    monkeypatch.setenv(asv_adapter.ENV_THREADS, "1")
+    monkeypatch.chdir(tmp_path)
+    bench = _bench(Attention)
+    cache = bench.track_latency.setup_cache()
+    (folder,) = [p for p in tmp_path.rglob("run.json")]
+    assert str(folder.parent) == cache["run"]
+    run = load_results(folder.parent)
+    assert run.finished and run.suites_meta["attention"]["reference"] == "softmax"
+    assert run.environment["device"] == "cpu"
+    assert len(run.records) == len(Attention.__asv_layout__.cases)
+    by_key = {r.key: r for r in run.records}
+    for point, case in Attention.__asv_layout__.cases.items():
+        record = by_key[case.key]
+        assert record.status == "ok" and record.metrics["latency"].kind == "time"
+        for metric in ("latency", "throughput"):
+            track = getattr(bench, f"track_{metric}")
+            track.setup(cache, *point)
+            value = record.metrics[metric]
+            assert track(bench(), cache, *point) == asv_adapter.asv_value(value.value, value.better)
+
+
+def test_a_benchmark_process_rebuilds_the_classes_from_setup_cache(tmp_path, monkeypatch):
+    """A benchmark process, started by asv in the folder holding setup_cache's pickled value,
+    rebuilds the classes from it: it imports no suite and no torch, and asv's own runner finds
+    the benchmark, its params and its value there."""
+    import pickle
+
+    from suites.attention import Attention
+
+    bench = _bench(Attention)
+    monkeypatch.setattr(asv_adapter, "_measure", _fake_measure([]))
+    monkeypatch.chdir(tmp_path)
+    cache = bench.track_latency.setup_cache()
+    (tmp_path / "cache.pickle").write_bytes(pickle.dumps(cache))
+    lay = Attention.__asv_layout__
+    index = list(__import__("itertools").product(*lay.params)).index(next(iter(lay.cases)))
+    bench_dir = Path(asv_adapter.__file__).resolve().parent.parent / "benchmarks" / "asv_benchmarks"
+    code = f"""if True:
+        import json, sys
+        from asv_runner.run import _run
+        from asv_runner.discovery import get_benchmark_from_name
+        b = get_benchmark_from_name({str(bench_dir)!r}, "attention.Attention.track_latency")
+        assert b._params == {[list(v) for v in lay.params]!r}, b._params
+        _run(({str(bench_dir)!r}, "attention.Attention.track_latency-{index}", "{{}}", "None", "out.json"))
+        print(json.load(open("out.json")))
+        assert "torch" not in sys.modules and not any(m.startswith("suites") for m in sys.modules)
+    """
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1.0"]
 
 
 # --------------------------------------------------------------------------- real asv

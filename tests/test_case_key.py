@@ -160,8 +160,15 @@ def test_schema2_runs_compare_as_the_previous_version_did(schema2, capsys):
     assert main(["compare", str(schema2 / "runA"), str(schema2 / "runB"), "--format", "json"]) == 0
     now = json.loads(capsys.readouterr().out)
     before = json.loads((schema2 / "cmp.json").read_text())
-    assert _verdicts(now) == _verdicts(before)
-    assert now["summary"] == before["summary"]
+    # one deliberate change since: a timing stopped by its budget gets a verdict when the whole
+    # interval of B/A clears the threshold (squared_relu forward+backward: B's rounds all 23% below
+    # A's, 'noisy' before, 'faster' now); every other verdict is as the previous version gave it
+    cleared = {(r["suite"], r["variant"], params_text(r["params"]), r["metric"]) for r in now["rows"]
+               if "clears the threshold" in r["note"]}
+    assert len(cleared) == 1
+    assert [v for v in _verdicts(now) if v[:4] not in cleared] == [v for v in _verdicts(before) if v[:4] not in cleared]
+    assert [v[4] for v in _verdicts(before) if v[:4] in cleared] == ["noisy"]
+    assert [v[4] for v in _verdicts(now) if v[:4] in cleared] == ["faster"]
 
 
 def test_schema2_runs_report_and_export(schema2, tmp_path, capsys):

@@ -294,3 +294,22 @@ def test_cases_outside_what_b_was_asked_to_run_are_not_missing(tmp_path):
     (b / "run.json").write_text(json.dumps(narrowed))
     c = compare(load_results(a), load_results(b))
     assert {r.verdict for r in c.rows if r.variant == "fast"} == {"missing"} and c.exit_code == 1
+
+
+def test_a_timing_stopped_by_its_budget_still_gets_a_verdict_when_the_interval_clears_the_threshold(tmp_path):
+    """A 24x slowdown whose rounds stopped on the time budget is slower, not noisy; a 6% change with
+    the same stop stays noisy."""
+    def run(folder, scale, rounds=3):
+        records = []
+        for r in range(rounds):
+            rec = ok_record("base", 64, [x * scale * (1 + 0.01 * r) for x in SAMPLES])
+            rec.info.update(stopped_by="budget", round=r)
+            records.append(rec)
+        return write_run(folder, records)
+
+    a = run(tmp_path / "a", 1.0)
+    c = compare(load_results(a), load_results(run(tmp_path / "b", 24.0)))
+    row = _rows(c)[("base", 64, "latency")]
+    assert row.verdict == "slower" and "clears the threshold" in row.note, row
+    c = compare(load_results(a), load_results(run(tmp_path / "c", 1.06)))
+    assert _rows(c)[("base", 64, "latency")].verdict == "noisy"

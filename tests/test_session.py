@@ -248,3 +248,33 @@ def test_run_suites_checks_its_python_values_once_at_the_edge(toy_suite_file, tm
     with pytest.raises(PlanError, match="n: malformed value"):
         run_suites([cls], out=tmp_path / "x", params={"n": ["four"]})
     assert not (tmp_path / "x").exists()
+
+
+def test_a_cpu_run_is_pinned_to_recorded_cores_and_the_affinity_is_put_back(toy_suite_file, tmp_path, capsys):
+    """By default the last --threads cores; --cpus names them; --cpus all pins nothing; run.json
+    records them, and the process gets its own affinity back after the run."""
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    out = tmp_path / "default"
+    assert main(["run", str(toy_suite_file), "--device", "cpu", "--variant", "ok", "--threads", "1", "--out",
+                 str(out), "--quiet", "--no-progress", "--no-supervisor"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["pinned_cpus"] == allowed[-1:] and meta["pin"] is True and meta["cpus"] is None
+    assert os.sched_getaffinity(0) == before
+    out = tmp_path / "named"
+    assert main(["run", str(toy_suite_file), "--device", "cpu", "--variant", "ok", "--cpus", str(allowed[0]),
+                 "--threads", "1", "--out", str(out), "--quiet", "--no-progress"]) == 0
+    assert json.loads((out / "run.json").read_text())["pinned_cpus"] == [allowed[0]]
+    out = tmp_path / "all"
+    assert main(["run", str(toy_suite_file), "--device", "cpu", "--variant", "ok", "--cpus", "all", "--out",
+                 str(out), "--quiet", "--no-progress"]) == 0
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["pinned_cpus"] is None and "not pinned" in meta["pin_note"]
+    # more threads than the named cores is one line, exit 2
+    capsys.readouterr()
+    assert main(["run", str(toy_suite_file), "--device", "cpu", "--cpus", str(allowed[0]), "--threads", "2",
+                 "--out", str(tmp_path / "bad")]) == 2
+    assert "more than the 1 core(s) of --cpus" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

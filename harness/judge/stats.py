@@ -28,7 +28,10 @@ rounds must not overlap (the quartiles are this rule's trimming).
 With one round on both sides the noise between runs is unknown: the change must then exceed
 ``single_round_change`` (25% by default) with the within-run CIs apart, else it is ``noisy``.
 A record whose timing is not trustworthy (``valid`` false on the GPU, stopped by the time
-budget before the median was stable, fewer samples than a 95% CI needs) is at most ``noisy``.
+budget before the median was stable, fewer samples than a 95% CI needs) is at most ``noisy``,
+except where sampling only stopped early and the whole interval of B/A (from the trimmed rounds,
+else the medians' CIs) lies past the threshold (with one round a side, past the single-round
+change): a 24x slowdown is ``slower`` whatever stopped the sampling.
 
 Measured on synthetic rounds (log-normal noise per round, 3000-20000 trials;
 tests/test_compare.py checks these): with 3 rounds a side no A/A pair is flagged at 1% or 2%
@@ -144,6 +147,7 @@ class Evidence:
     untrusted: str = ""  # why the timing cannot carry a verdict ("" when it can)
     nonfinite_rounds: int = 0  # rounds whose value was NaN or infinite (left out of ``rounds``)
     all_finite: bool = True  # every round (or the one value) was a finite number
+    stopped_early: bool = False  # untrusted only because sampling stopped early (budget, few samples)
 
     @classmethod
     def of(cls, m, record=None, kind: str = "quality") -> "Evidence":
@@ -161,16 +165,17 @@ class Evidence:
         if m.ci_low is not None and m.ci_high is not None and all(
                 isinstance(x, (int, float)) and math.isfinite(x) for x in (m.ci_low, m.ci_high)):
             ci = (float(m.ci_low), float(m.ci_high))
-        why = ""
+        why, early = "", False
         if kind == "time" and record is not None:
             info = record.info
             if info.get("valid") is False:
                 why = f"not valid: {info.get('valid_reason') or 'unverified'}"
             elif info.get("stopped_by") == "budget" and m.n is not None:
-                why = "timing stopped on its budget before the median was stable"
+                why, early = "timing stopped on its budget before the median was stable", True
             elif m.n is not None and m.n < MIN_CI_SAMPLES:
-                why = f"{m.n} samples: too few for a 95% CI of the median"
-        return cls(value, rounds, ci, m.n, why, nonfinite, all_finite)
+                why, early = f"{m.n} samples: too few for a 95% CI of the median", True
+        return cls(value, rounds, ci, m.n, untrusted=why, nonfinite_rounds=nonfinite, all_finite=all_finite,
+                   stopped_early=early)
 
 
 def trim_rounds(values: list[float]) -> list[float]:
@@ -193,6 +198,21 @@ def _rel_ci(e: Evidence) -> float:
     if e.ci is None or not e.value or e.ci[0] <= 0:
         return 0.0
     return math.log(e.ci[1] / e.ci[0]) / 2
+
+
+def _clears_threshold(a: Evidence, b: Evidence, threshold: float, options: CompareOptions) -> str:
+    """The interval of B/A as text when all of it lies past the threshold ('' otherwise): a
+    verdict whatever stopped the sampling. With one round a side (the noise between runs unknown)
+    its near end must also pass the single-round change."""
+    lo, hi = ratio_interval(a, b)
+    if lo is None or hi is None or lo <= 0 or not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    near = min(abs(math.log(lo)), abs(math.log(hi)))
+    if (lo > 1.0) != (hi > 1.0) or lo == 1.0 or hi == 1.0:
+        return ""
+    needed = threshold if (len(a.rounds) > 1 or len(b.rounds) > 1) else max(
+        threshold, math.log1p(options.single_round_change))
+    return f"[{lo:.3g}, {hi:.3g}]" if near > needed else ""
 
 
 def ratio_interval(a: Evidence, b: Evidence) -> tuple[float | None, float | None]:
@@ -261,6 +281,10 @@ def judge(a: Evidence, b: Evidence, better: str, kind: str, options: CompareOpti
     untrusted = a.untrusted or b.untrusted
     if untrusted:
         side = "A" if a.untrusted else "B"
+        cleared = _clears_threshold(a, b, threshold, options) if all(
+            e.stopped_early or not e.untrusted for e in (a, b)) else None
+        if cleared:  # sampling stopped early, but the interval of B/A lies past the threshold anyway
+            return word, ratio, f"{side}: {untrusted}, but the interval of B/A {cleared} clears the threshold", None
         return "noisy", ratio, f"{side}: {untrusted}", None
     if min(len(a.rounds), len(b.rounds)) >= ROBUST_ROUNDS and min(a.rounds + b.rounds) > 0:
         return _judge_many_rounds(a, b, ratio, change, threshold, word)

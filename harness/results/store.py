@@ -27,6 +27,7 @@ RUN_FIELDS: dict[str, type | tuple[type, ...]] = {
     "ray_address": str, "isolate": bool, "started_at": str, "finished_at": str, "threads_source": str,
     "argv": list, "cases": list, "variants": list, "load_failures": list,
     "suites": dict, "suite_locations": dict, "param_overrides": dict, "status_counts": dict,
+    "pin": bool,
 }
 ENVIRONMENT_FIELDS: dict[str, type | tuple[type, ...]] = {
     "device": str, "cpu_count": int, "torch_threads": int, "git": dict, "precision": dict, "nodes": dict,

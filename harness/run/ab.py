@@ -186,7 +186,7 @@ class SideWorker:
         log = open(self.log, "ab")
         try:
             self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                         pass_fds=(cmd_r, rep_w), start_new_session=True)
+                                         pass_fds=(cmd_r, rep_w))
         finally:
             log.close()
             os.close(cmd_r)
@@ -438,6 +438,10 @@ class ABRun:
         return self._summary()
 
     def _pair_plans(self) -> None:
+        unknown = [v for v in self.plans["a"].get("unknown_variants") or []
+                   if v in (self.plans["b"].get("unknown_variants") or [])]
+        if unknown:
+            raise ABError(f"unknown variant {unknown[0]!r}: neither side has it")
         by = {n: {CaseKey.from_dict(c["key"]).ident: i for i, c in enumerate(p["cases"])} for n, p in self.plans.items()}
         self.order = [(by["a"][ident], i) for ident, i in by["b"].items() if ident in by["a"]]
         self.order.sort(key=lambda pair: pair[1])

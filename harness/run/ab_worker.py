@@ -61,15 +61,29 @@ class Side:
     # ------------------------------------------------------------------ requests
     def plan(self, msg: dict[str, Any]) -> dict[str, Any]:
         from ..declare.registry import discover
-        from ..plan import plan_cases
+        from ..plan import PlanError, plan_cases
         from .executors import CaseExecutor
         from .session import _location
 
         reg = discover(extra=self.paths, builtin=False)
         names = msg.get("suites") or []
         classes = [reg.get(n) for n in names] if names else [reg.suites[n] for n in reg.names()]
-        cases = plan_cases(classes, msg.get("profile") or "quick", msg["device"], msg.get("pattern"),
-                           msg.get("params") or {}, msg.get("variants") or [])
+        # a variant one side lacks (new in B, removed in B) is no error here: the driver names the
+        # cases only one side has, and refuses a variant neither side knows
+        asked = msg.get("variants") or []
+        known = {v for cls in classes for v in cls.variants()}
+        unknown = [v for v in asked if v not in known]
+        kept = [v for v in asked if v in known]
+        if asked and not kept:
+            cases = []
+        else:
+            try:
+                cases = plan_cases(classes, msg.get("profile") or "quick", msg["device"], msg.get("pattern"),
+                                   msg.get("params") or {}, kept)
+            except PlanError as exc:
+                if not str(exc).startswith("no case matches"):
+                    raise
+                cases = []
         self.cases = cases
         suites = {cls.suite_name(): cls for cls in classes}
         self.executor = CaseExecutor(suites, run_id=self.run_id, replace_on_sticky=False)
@@ -83,6 +97,7 @@ class Side:
             "load_failures": [{"path": f.path, "error": f.error} for f in reg.failures
                               if not names or os.path.splitext(os.path.basename(f.path))[0] in names],
             "threads": torch.get_num_threads(),
+            "unknown_variants": unknown,
         }
 
     def setup(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -233,10 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver ends the run; it stops its workers
+    from .executors import _lead_process_group
+
+    # a group of its own, and a guardian that ends it when the driver dies, however it dies (a
+    # case hung in a batch never reads the closed pipe)
+    _lead_process_group(os.getppid())
     cpus = [int(c) for c in args.cpus.split(",") if c != ""]
     pinned = pin(cpus)
     if args.root not in sys.path:
         sys.path.insert(0, args.root)  # this side's `suites` package (suites.common...)
+    from ..declare import registry
+
+    side_suites = os.path.join(args.root, "suites")
+    if os.path.isfile(os.path.join(side_suites, "__init__.py")):
+        # a side whose suites/ is a package (as this project's): its files are imported as
+        # `suites.NAME`, as a plain run imports its own (their functions then pickle by that name, e.g. for torch's checkpoint offload)
+        registry.BUILTIN_DIR = registry.Path(side_suites).resolve()
     import torch
 
     from . import executors

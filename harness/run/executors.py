@@ -624,6 +624,7 @@ def warm_up_engine() -> None:
     """Pay the engine's first-call costs once (the profiler behind CPU peak memory takes
     seconds to start), so that they never count against a case's time limit."""
     from ..measure.device import device_for
+    from ..measure.flops import count_flops
 
     try:
         device_for("cpu").peak_memory(lambda: None)

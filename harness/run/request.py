@@ -26,7 +26,7 @@ from ..plan import Case, PlanError, parse_shard, plan_cases, shard_cases, type_o
 # the fields of run.json that hold the request (argv is recorded, never read back)
 REQUEST_KEYS = ("argv", "profile", "device", "pattern", "param_overrides", "variants", "isolate", "supervise",
                 "worker_per_case", "executor", "ray_address", "shard", "timeout_s", "threads", "threads_source",
-                "rounds")
+                "rounds", "cpus", "pin")
 
 
 class Shard(NamedTuple):
@@ -116,6 +116,9 @@ class RunRequest:
     shard: Shard | None = None  # this run holds the I-th of N shards of the plan (by grid point)
     threads_source: str = "given"
     rounds: int = 1  # passes over all cases (round 2 starts after round 1 has ended)
+    # a CPU run's cores: None: the last ``threads`` cores this process may use; ``pin`` False: any
+    cpus: tuple[int, ...] | None = None
+    pin: bool = True
 
     def __post_init__(self) -> None:
         # sequences given as lists (Python callers) are held as tuples, so the request stays frozen
@@ -124,13 +127,15 @@ class RunRequest:
         set_(self, "variants", tuple(self.variants))
         set_(self, "argv", tuple(self.argv) if self.argv is not None else None)
         set_(self, "shard", as_shard(self.shard))
+        set_(self, "cpus", tuple(self.cpus) if self.cpus is not None else None)
 
     def to_json(self) -> dict[str, Any]:
         """The request as ``run.json`` holds it (see the module's docstring for the encodings)."""
         doc = {k: v for k, v in asdict(self).items() if k in REQUEST_KEYS}
         doc.update(param_overrides={k: list(v) for k, v in self.param_overrides.items()},
                    variants=list(self.variants), argv=list(self.argv) if self.argv is not None else None,
-                   shard=str(self.shard) if self.shard else None)
+                   shard=str(self.shard) if self.shard else None,
+                   cpus=list(self.cpus) if self.cpus is not None else None)
         return doc
 
 
@@ -174,6 +179,8 @@ def build_request(
     rounds: int = 1,
     progress: bool = False,
     argv: Sequence[str] | None = None,
+    cpus: Sequence[int] | None = None,
+    pin: bool = True,
 ) -> RunRequest:
     """The one way a run's request is made (``harness run``, ``run_suites``, ``--resume``).
 
@@ -193,7 +200,7 @@ def build_request(
         supervise=bool(supervise), worker_per_case=bool(worker_per_case), timeout_s=timeout_s,
         threads=threads, progress=progress, pattern=pattern, param_overrides=type_overrides(list(suites), params),
         variants=tuple(variants), argv=argv, executor=executor, ray_address=ray_address, shard=shard,
-        threads_source=threads_source, rounds=rounds,
+        threads_source=threads_source, rounds=rounds, cpus=tuple(cpus) if cpus is not None else None, pin=bool(pin),
     )
 
 
@@ -207,8 +214,30 @@ def request_from_json(meta: Mapping[str, Any], suites: Sequence[type[Suite]], *,
         worker_per_case=bool(meta.get("worker_per_case")), executor=meta.get("executor") or "local",
         ray_address=ray_address or meta.get("ray_address"), shard=meta.get("shard"), timeout_s=meta.get("timeout_s"),
         threads=meta.get("threads"), threads_source=meta.get("threads_source") or "given",
-        rounds=int(meta.get("rounds") or 1), progress=progress, argv=meta.get("argv"),
+        rounds=int(meta.get("rounds") or 1), progress=progress, argv=meta.get("argv"), cpus=meta.get("cpus"),
+        pin=meta.get("pin", True) is not False,
     )
+
+
+def pin_cores(request: RunRequest) -> tuple[list[int] | None, str]:
+    """Pin this process (and the workers it starts) for a CPU run: (the cores, '') or (None, why not).
+
+    The cores are ``request.cpus``, else the last ``threads`` cores this process may use (core 0
+    takes most of a machine's interrupts), so two runs on one machine run on the same cores and
+    their numbers compare. The caller puts the affinity back when the run ends."""
+    if request.device != "cpu" or request.executor == "ray":
+        return None, "not a local CPU run"
+    if not request.pin:
+        return None, "not pinned (--cpus all)"
+    if not hasattr(os, "sched_setaffinity"):
+        return None, "this platform cannot pin a process to cores (no sched_setaffinity)"
+    allowed = sorted(os.sched_getaffinity(0))
+    want = list(request.cpus) if request.cpus else allowed[-min(len(allowed), max(1, request.threads or 1)):]
+    try:
+        os.sched_setaffinity(0, want)
+    except OSError as exc:
+        return None, f"cannot pin to cores {want}: {exc.strerror or exc}"
+    return want, ""
 
 
 def plan_request(request: RunRequest, suites: Sequence[type[Suite]]) -> list[Case]:

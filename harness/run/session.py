@@ -45,8 +45,8 @@ from ..results.loader import _pid_alive, stray_records, stray_text
 from ..results.store import RUN_FIELDS, RunFolderLock, StoreWriteError, make_folder, remove_made_folder
 from ..declare.suite import Suite
 from .executors import RunTerminated
-from .request import (RunRequest, build_request, plan_request, positive_seconds, request_from_json, strictly_positive,
-                      thread_count, usable_cores)
+from .request import (RunRequest, build_request, pin_cores, plan_request, positive_seconds, request_from_json,
+                      strictly_positive, thread_count, usable_cores)
 
 RUNS_ROOT = Path("results")
 RUNNING_FILE = "running.json"  # the case in progress; left behind only by a run that died
@@ -349,6 +349,10 @@ class RunSession:
             writer = RecordWriter(self.folder)
         except OSError as exc:
             raise self._write_failure(exc, marked=self._close("interrupted") is None) from None
+        with _pinned(self):
+            return self._execute_pinned(writer, work, load_failures)
+
+    def _execute_pinned(self, writer: RecordWriter, work: list[tuple[int, Case]], load_failures: list) -> ResultSet:
         bar = Progress(len(work), enabled=self.request.progress)
         several = self.request.rounds > 1
 
@@ -522,6 +526,36 @@ class RunSession:
         """The run folder as loaded results (what export and compare read)."""
         environment = read_json(self.folder / ENVIRONMENT_FILE)
         return ResultSet(f"run {self.run_id}", "run", list(self.records), environment, dict(self.meta), [], self.folder)
+
+
+class _pinned:
+    """A CPU run's process (and every worker it starts) pinned to its cores while it runs; the
+    cores go into run.json (``pinned_cpus``), and the process's affinity is put back after."""
+
+    def __init__(self, session: "RunSession"):
+        self.session = session
+        self.previous = None
+
+    def __enter__(self):
+        if hasattr(os, "sched_getaffinity"):
+            self.previous = os.sched_getaffinity(0)
+        cores, why = pin_cores(self.session.request)
+        meta = self.session.meta
+        meta["pinned_cpus"] = cores
+        meta["pin_note"] = why or None
+        try:
+            write_json(self.session.folder / RUN_FILE, meta)
+        except OSError:
+            pass  # the run's own first write reports a full disk
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None and hasattr(os, "sched_setaffinity"):
+            try:
+                os.sched_setaffinity(0, self.previous)
+            except OSError:
+                pass
+        return False
 
 
 def _call(fn, *args):
