@@ -678,8 +678,8 @@ def _cpu_list(text: str, name: str = "--cpus") -> list[int]:
 def cmd_ab(args) -> int:
     from .judge.ab import paired_comparison
     from .present.compare_render import render, summary_line
-    from .run.ab import AB_FILE, ABOptions, ABRun, SideSource, default_cpus, sides_from_refs
-    from .run.request import resolve_run_device
+    from .run.ab import AB_FILE, ABOptions, ABRun, SideSource, sides_from_refs
+    from .run.request import last_cores, resolve_run_device
     from .run.session import new_run_folder
 
     items = list(args.items)
@@ -697,7 +697,7 @@ def cmd_ab(args) -> int:
             raise UsageError("harness ab needs two refs, REF_A and REF_B (or --a-path and --b-path)")
         a, b = sides_from_refs(items[0], items[1], Path.cwd())
         selection = items[2:]
-    cpus = args.cpus if args.cpus is not None else default_cpus(1)
+    cpus = args.cpus if args.cpus is not None else last_cores(1)
     threads = args.threads
     if threads is not None and cpus and threads > len(cpus):
         raise UsageError(f"--threads {threads} is more than the {len(cpus)} pinned core(s) (--cpus): the sides' "

@@ -41,6 +41,7 @@ from ..key import CaseKey
 from ..paths import cache_dir
 from ..results import ENVIRONMENT_FILE, RUN_FILE, Record, RecordWriter, ResultsError, write_json
 from ..results.store import RunFolderLock, make_folder, remove_made_folder
+from .request import last_cores
 from .session import _sigterm_as_exception
 
 WORKER_MODULE = "harness.run.ab_worker"
@@ -341,15 +342,6 @@ class ABOptions:
     progress: bool = True
 
 
-def default_cpus(count: int = 1) -> list[int]:
-    """The last ``count`` cores this process may use (core 0 takes most of the machine's interrupts)."""
-    try:
-        allowed = sorted(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return []
-    return allowed[-count:]
-
-
 @dataclass
 class PairResult:
     key: CaseKey
@@ -377,7 +369,7 @@ class ABRun:
         self.plans: dict[str, dict[str, Any]] = {}
         self.pairs: list[PairResult] = []
         self.only: dict[str, list[str]] = {"a": [], "b": []}
-        self.cpus = options.cpus if options.cpus is not None else default_cpus(1)
+        self.cpus = options.cpus if options.cpus is not None else last_cores(1)
 
     # ------------------------------------------------------------------ workers
     def _plan_request(self, names: list[str]) -> dict[str, Any]:

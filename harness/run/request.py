@@ -219,6 +219,16 @@ def request_from_json(meta: Mapping[str, Any], suites: Sequence[type[Suite]], *,
     )
 
 
+def last_cores(count: int = 1) -> list[int]:
+    """The last ``count`` cores this process may use (core 0 takes most of a machine's interrupts);
+    [] where the platform does not say."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return []
+    return allowed[-max(1, count):]
+
+
 def pin_cores(request: RunRequest) -> tuple[list[int] | None, str]:
     """Pin this process (and the workers it starts) for a CPU run: (the cores, '') or (None, why not).
 
@@ -231,8 +241,7 @@ def pin_cores(request: RunRequest) -> tuple[list[int] | None, str]:
         return None, "not pinned (--cpus all)"
     if not hasattr(os, "sched_setaffinity"):
         return None, "this platform cannot pin a process to cores (no sched_setaffinity)"
-    allowed = sorted(os.sched_getaffinity(0))
-    want = list(request.cpus) if request.cpus else allowed[-min(len(allowed), max(1, request.threads or 1)):]
+    want = list(request.cpus) if request.cpus else last_cores(request.threads or 1)
     try:
         os.sched_setaffinity(0, want)
     except OSError as exc:
